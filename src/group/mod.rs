@@ -1,0 +1,214 @@
+//! The group layer: `ProcessGroup`, a kill-on-drop container for process trees.
+
+pub(crate) mod options;
+pub(crate) mod signal;
+pub(crate) mod stats;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::{Command, RunningProcess};
+
+pub use options::ProcessGroupOptions;
+
+/// The kernel mechanism containing a group's processes.
+///
+/// Reported honestly: where the preferred mechanism is unavailable the fallback in force is
+/// named here, never a silent downgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mechanism {
+    /// A Linux cgroup v2: whole-tree kill (`cgroup.kill`), freeze, accounting, limits. Nothing
+    /// escapes, `setsid` and double-forked daemons included.
+    CgroupV2,
+    /// A POSIX process group (macOS, the BSDs, and Linux when no cgroup can be created). A
+    /// descendant that starts its own session or process group escapes.
+    ProcessGroup,
+    /// A Windows Job Object with kill-on-close.
+    JobObject,
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mechanism::CgroupV2 => "cgroup v2",
+            Mechanism::ProcessGroup => "process group",
+            Mechanism::JobObject => "job object",
+        })
+    }
+}
+
+/// Shared state of a group: the container and its options.
+#[derive(Debug)]
+pub(crate) struct GroupInner {
+    pub(crate) container: sys::Container,
+    pub(crate) options: ProcessGroupOptions,
+    /// Set when the owning [`ProcessGroup`] was dropped or killed for good.
+    pub(crate) closed: AtomicBool,
+}
+
+impl GroupInner {
+    pub(crate) fn kill_all(&self) -> std::io::Result<()> {
+        self.container.kill_all()
+    }
+}
+
+/// A kill-on-drop container for process trees.
+///
+/// Everything started through a group — and everything those processes spawn — is a member.
+/// Dropping the group kills the whole tree and reaps it, even while
+/// [`RunningProcess`] handles from it are still alive.
+///
+/// # Platform
+/// Linux: a cgroup v2 (falls back to a process group, see [`Mechanism`]). macOS/BSD: process
+/// groups. Windows: a Job Object with kill-on-close.
+#[derive(Debug)]
+pub struct ProcessGroup {
+    pub(crate) inner: Arc<GroupInner>,
+}
+
+impl ProcessGroup {
+    /// Creates a group with default options.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the OS refuses to create the container.
+    pub fn new() -> Result<ProcessGroup> {
+        ProcessGroup::with_options(ProcessGroupOptions::default())
+    }
+
+    /// Creates a group with `options`.
+    ///
+    /// # Errors
+    /// [`Error::ResourceLimit`] when a requested limit cannot be enforced here (never a
+    /// silently unbounded group); [`Error::Io`] when the OS refuses.
+    pub fn with_options(options: ProcessGroupOptions) -> Result<ProcessGroup> {
+        options.validate()?;
+        let container = sys::Container::create(&options.container_options()).map_err(|e| match e {
+            sys::CreateError::Limit { what, reason } => Error::ResourceLimit {
+                what: what.to_owned(),
+                reason,
+            },
+            sys::CreateError::Io(source) => Error::io("", "creating a process group", source),
+        })?;
+        Ok(ProcessGroup {
+            inner: Arc::new(GroupInner {
+                container,
+                options,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The containment mechanism in force.
+    pub fn mechanism(&self) -> Mechanism {
+        self.inner.container.mechanism()
+    }
+
+    /// Starts `cmd` inside this group and returns a live handle.
+    ///
+    /// The handle's timeout, cancellation and drop kill only that child, never its siblings.
+    ///
+    /// # Errors
+    /// As [`Command::start`].
+    pub async fn start(&self, cmd: &Command) -> Result<RunningProcess> {
+        crate::verbs::start(cmd, crate::verbs::Scope::Shared(self.inner.clone())).await
+    }
+
+    /// The escape hatch: spawns a raw `std::process::Command` inside the group.
+    ///
+    /// The child is contained like any other (it joins the container before `exec`). You own
+    /// the returned `std::process::Child`: wait on it yourself.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] / [`Error::NotFound`] when the OS refuses.
+    pub fn spawn(&self, cmd: &mut std::process::Command) -> Result<std::process::Child> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        sys::spawn_std(&self.inner.container, cmd).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound { program }
+            } else {
+                Error::Spawn {
+                    command_line: program.clone(),
+                    program,
+                    source: e,
+                }
+            }
+        })
+    }
+
+    /// Hard-kills every member of the tree now. Idempotent. Same as
+    /// [`terminate_all`](Self::terminate_all).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the OS refuses the kill.
+    pub fn kill(&self) -> Result<()> {
+        self.inner
+            .kill_all()
+            .map_err(|e| Error::io("", "killing the process group", e))
+    }
+
+    /// Hard-kills every member of the tree now (`SIGKILL` / `cgroup.kill` / `TerminateJobObject`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the OS refuses the kill.
+    pub fn terminate_all(&self) -> Result<()> {
+        self.kill()
+    }
+
+    /// Graceful teardown: `SIGTERM` to the whole tree, wait up to the grace period
+    /// ([`ProcessGroupOptions::shutdown_grace`], default 5 s) for it to exit, then `SIGKILL`
+    /// whatever is left, and wait until the tree is gone.
+    ///
+    /// # Platform
+    /// Windows has no `SIGTERM`: the tree is terminated atomically at once.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if signalling fails.
+    ///
+    /// # Cancel safety
+    /// Dropping the future mid-way leaves the tree signalled but alive; dropping the group
+    /// still kills it.
+    pub async fn shutdown(&self) -> Result<()> {
+        let grace = self.inner.options.shutdown_grace;
+        let c = &self.inner.container;
+        let polite = c.signal(crate::Signal::Term);
+        if polite.is_ok() {
+            // Wake stopped processes so they can act on SIGTERM.
+            let _ = c.signal(crate::Signal::Cont);
+            wait_empty(c, grace).await;
+        }
+        self.kill()?;
+        wait_empty(c, Duration::from_secs(5)).await;
+        Ok(())
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<GroupInner> {
+        &self.inner
+    }
+}
+
+/// Polls (with a growing step) until the container is empty or `limit` passes.
+pub(crate) async fn wait_empty(c: &sys::Container, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut step = Duration::from_millis(1);
+    loop {
+        if c.is_empty().unwrap_or(true) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(step).await;
+        step = (step * 2).min(Duration::from_millis(25));
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let _ = self.inner.kill_all();
+    }
+}

@@ -1,0 +1,98 @@
+//! Options fixed when a group is created.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::sys::ContainerOptions;
+
+/// Options for [`ProcessGroup::with_options`](crate::ProcessGroup::with_options).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessGroupOptions {
+    pub(crate) memory_max: Option<u64>,
+    pub(crate) max_processes: Option<u64>,
+    pub(crate) cpu_quota: Option<f64>,
+    pub(crate) shutdown_grace: Duration,
+}
+
+impl Default for ProcessGroupOptions {
+    fn default() -> Self {
+        ProcessGroupOptions {
+            memory_max: None,
+            max_processes: None,
+            cpu_quota: None,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ProcessGroupOptions {
+    /// How long [`shutdown`](crate::ProcessGroup::shutdown) waits after `SIGTERM` before it
+    /// kills (default 5 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Caps the memory of the whole tree, in bytes. The kernel kills (OOM) inside the group when
+    /// it is exceeded; the result reports it ([`ProcessResult::oom_killed`](crate::ProcessResult::oom_killed)).
+    ///
+    /// # Platform
+    /// Linux cgroup (v2 controllers, or the v1 memory controller on hybrid hosts) and Windows
+    /// Job Objects. Elsewhere [`ProcessGroup::with_options`](crate::ProcessGroup::with_options)
+    /// returns [`Error::ResourceLimit`].
+    #[cfg(feature = "limits")]
+    pub fn memory_max(mut self, bytes: u64) -> Self {
+        self.memory_max = Some(bytes);
+        self
+    }
+
+    /// Caps how many processes the tree may hold at once; `fork` fails past it.
+    ///
+    /// # Platform
+    /// As [`memory_max`](Self::memory_max).
+    #[cfg(feature = "limits")]
+    pub fn max_processes(mut self, count: u64) -> Self {
+        self.max_processes = Some(count);
+        self
+    }
+
+    /// Caps CPU to a fraction of **one** core (`0.5` = half a core, `2.0` = two cores).
+    ///
+    /// # Platform
+    /// As [`memory_max`](Self::memory_max); on Windows converted against the host's CPU count
+    /// (approximate).
+    #[cfg(feature = "limits")]
+    pub fn cpu_quota(mut self, cores: f64) -> Self {
+        self.cpu_quota = Some(cores);
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |what: &str, reason: &str| {
+            Err(Error::ResourceLimit {
+                what: what.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        if self.memory_max == Some(0) {
+            return bad("memory_max", "must be greater than zero");
+        }
+        if self.max_processes == Some(0) {
+            return bad("max_processes", "must be at least 1");
+        }
+        if let Some(q) = self.cpu_quota {
+            if !(q.is_finite() && q > 0.0) {
+                return bad("cpu_quota", "must be a positive, finite fraction of one core");
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn container_options(&self) -> ContainerOptions {
+        ContainerOptions {
+            memory_max: self.memory_max,
+            max_processes: self.max_processes,
+            cpu_quota: self.cpu_quota,
+        }
+    }
+}

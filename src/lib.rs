@@ -1,0 +1,181 @@
+//! # processkit
+//!
+//! Async child processes with a **kernel-backed no-orphan guarantee**: every process you
+//! start — and everything *it* spawns — lives in a kill-on-drop container (a cgroup v2 on
+//! Linux, a Job Object on Windows, a process group on macOS/BSD), so no descendant outlives
+//! your program.
+//!
+//! ```no_run
+//! use processkit::{Command, ProcessGroup, Stdin};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> processkit::Result<()> {
+//! // One-shot: capture everything. A non-zero exit is data, not an Err.
+//! let head = Command::new("git").args(["rev-parse", "HEAD"]).output_string().await?;
+//! println!("HEAD = {}", head.stdout().trim());
+//!
+//! // Success-checking: non-zero exit / timeout / signal-kill become typed errors.
+//! let version = Command::new("cargo").arg("--version").run().await?;
+//!
+//! let sorted = Command::new("sort")
+//!     .stdin(Stdin::from_string("b\na\n"))
+//!     .timeout(std::time::Duration::from_secs(5))
+//!     .run()
+//!     .await?;
+//!
+//! // Containment: anything spawned through a group dies with it.
+//! let group = ProcessGroup::new()?;
+//! let _server = group.start(&Command::new("dev-server")).await?;
+//! drop(group); // the server — and everything *it* spawned — is reaped
+//! # let _ = (version, sorted);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See the guides in `docs/` for every capability.
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
+
+mod command;
+mod error;
+mod group;
+mod result;
+mod retry;
+mod running;
+mod runner;
+mod stdio;
+mod sys;
+mod verbs;
+
+pub use command::Command;
+pub use error::{Error, OutputStream, Result};
+pub use group::signal::Signal;
+pub use group::stats::GroupStats;
+pub use group::{Mechanism, ProcessGroup, ProcessGroupOptions};
+pub use result::{OutputText, ProcessResult, StageOutcome};
+pub use retry::{AttemptOutcome, RetryPolicy};
+pub use runner::{BoxFuture, JobRunner, ProcessRunner, ProcessRunnerExt};
+pub use running::{wait_any, LineStream, RunningProcess, StdinWriter};
+pub use stdio::{BufferPolicy, Encoding, OutputMode, Stdin};
+
+/// `StreamExt` from `tokio-stream`, for `.next()` on line streams.
+pub use tokio_stream::StreamExt;
+
+/// The cancellation token accepted by `Command::cancel_on` (re-exported from `tokio-util`).
+#[cfg(feature = "cancellation")]
+pub use tokio_util::sync::CancellationToken;
+
+use std::ffi::OsStr;
+
+/// Runs `program` with `args`, requiring success; returns trimmed stdout.
+///
+/// Shorthand for `Command::new(program).args(args).run()`.
+///
+/// # Errors
+/// As [`Command::run`].
+pub async fn run<I, S>(program: impl AsRef<OsStr>, args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(program).args(args).run().await
+}
+
+/// Runs `program` with `args` and returns the full outcome (a non-zero exit is data).
+///
+/// Shorthand for `Command::new(program).args(args).output_string()`.
+///
+/// # Errors
+/// As [`Command::output_string`].
+pub async fn output<I, S>(program: impl AsRef<OsStr>, args: I) -> Result<ProcessResult<String>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(program).args(args).output_string().await
+}
+
+impl Command {
+    /// Runs the command, requiring success; returns stdout with surrounding whitespace trimmed.
+    ///
+    /// # Errors
+    /// [`Error::NonZeroExit`] (with the stderr tail), [`Error::Timeout`], [`Error::Signalled`],
+    /// [`Error::NotFound`], [`Error::Spawn`], [`Error::InvalidInput`],
+    /// [`Error::InvalidWorkingDir`], [`Error::InvalidUtf8`] (strict encoding),
+    /// [`Error::Cancelled`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills the whole tree; nothing is left running.
+    pub async fn run(&self) -> Result<String> {
+        JobRunner.run(self).await
+    }
+
+    /// Runs the command and returns the full outcome; stdout decoded per the encoding.
+    ///
+    /// # Errors
+    /// Spawn and input errors, [`Error::InvalidUtf8`] under strict encoding,
+    /// [`Error::Cancelled`]. Never for a non-zero exit or a timeout.
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills the whole tree.
+    pub async fn output_string(&self) -> Result<ProcessResult<String>> {
+        JobRunner.output_string(self).await
+    }
+
+    /// Runs the command and returns the full outcome with raw stdout bytes.
+    ///
+    /// # Errors
+    /// Spawn and input errors, [`Error::Cancelled`]. Never for a non-zero exit or a timeout.
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills the whole tree.
+    pub async fn output_bytes(&self) -> Result<ProcessResult<Vec<u8>>> {
+        retry::output_with_retry(&JobRunner, self).await
+    }
+
+    /// Runs the command and returns its exit code.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] / [`Error::Signalled`] instead of an invented code; spawn errors.
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills the whole tree.
+    pub async fn exit_code(&self) -> Result<i32> {
+        JobRunner.exit_code(self).await
+    }
+
+    /// Runs the command as a yes/no question: exit 0 is `true`, exit 1 is `false`.
+    ///
+    /// # Errors
+    /// [`Error::NonZeroExit`] for any other code; [`Error::Timeout`], [`Error::Signalled`],
+    /// spawn errors.
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills the whole tree.
+    pub async fn probe(&self) -> Result<bool> {
+        JobRunner.probe(self).await
+    }
+
+    /// Returns the first stdout line satisfying `pred` (the run is killed once it is found), or
+    /// `None` when stdout closes without a match.
+    ///
+    /// # Errors
+    /// Spawn errors, [`Error::Timeout`], [`Error::Cancelled`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills the whole tree.
+    pub async fn first_line(&self, pred: impl FnMut(&str) -> bool + Send) -> Result<Option<String>> {
+        JobRunner.first_line(self, pred).await
+    }
+
+    /// Starts the command in a private kill-on-drop group and returns a live handle.
+    ///
+    /// # Errors
+    /// Spawn and input errors, [`Error::Cancelled`] for a token cancelled beforehand.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: spawning completes synchronously inside the call.
+    pub async fn start(&self) -> Result<RunningProcess> {
+        JobRunner.start(self).await
+    }
+}

@@ -1,0 +1,194 @@
+//! The testing seam: every verb goes through a [`ProcessRunner`].
+//!
+//! [`JobRunner`] spawns for real (a private group per run); a [`ProcessGroup`] (or `&ProcessGroup`)
+//! spawns into a shared group; the doubles never touch the OS.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::result::ProcessResult;
+use crate::running::RunningProcess;
+use crate::verbs::{self, Scope};
+use crate::{Command, ProcessGroup};
+
+/// A boxed, `Send` future: the return type of [`ProcessRunner`]'s methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The seam between the verbs and whatever actually runs a command.
+///
+/// Two primitives: run to completion capturing everything ([`output_bytes`](Self::output_bytes)),
+/// and start a live handle ([`start`](Self::start)). [`ProcessRunnerExt`] builds every other verb
+/// (`run`, `output_string`, `exit_code`, `probe`, `first_line`) on top, with the same semantics
+/// as [`Command`]'s own verbs, so a double behaves exactly like the real thing.
+pub trait ProcessRunner: Send + Sync {
+    /// Runs `cmd` to completion, capturing stdout and stderr. A non-zero exit is not an error.
+    ///
+    /// # Errors
+    /// Spawn failures, invalid input, cancellation; see [`Error`].
+    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>>;
+
+    /// Starts `cmd` and returns a live handle.
+    ///
+    /// # Errors
+    /// Spawn failures, invalid input, cancellation; see [`Error`].
+    fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>>;
+}
+
+impl<R: ProcessRunner + ?Sized> ProcessRunner for &R {
+    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        (**self).output_bytes(cmd)
+    }
+    fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
+        (**self).start(cmd)
+    }
+}
+
+impl<R: ProcessRunner + ?Sized> ProcessRunner for Arc<R> {
+    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        (**self).output_bytes(cmd)
+    }
+    fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
+        (**self).start(cmd)
+    }
+}
+
+impl<R: ProcessRunner + ?Sized> ProcessRunner for Box<R> {
+    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        (**self).output_bytes(cmd)
+    }
+    fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
+        (**self).start(cmd)
+    }
+}
+
+/// The real runner: every run gets a fresh private kill-on-drop group.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobRunner;
+
+impl JobRunner {
+    /// The real runner.
+    pub fn new() -> JobRunner {
+        JobRunner
+    }
+}
+
+impl ProcessRunner for JobRunner {
+    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        Box::pin(verbs::output_bytes(cmd, Scope::Private))
+    }
+    fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
+        Box::pin(verbs::start(cmd, Scope::Private))
+    }
+}
+
+impl ProcessRunner for ProcessGroup {
+    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        Box::pin(verbs::output_bytes(cmd, Scope::Shared(self.inner().clone())))
+    }
+    fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
+        Box::pin(verbs::start(cmd, Scope::Shared(self.inner().clone())))
+    }
+}
+
+/// The verbs, on any [`ProcessRunner`]. Same semantics as [`Command`]'s verbs.
+pub trait ProcessRunnerExt: ProcessRunner {
+    /// Runs `cmd`, requiring success; returns trimmed stdout.
+    ///
+    /// # Errors
+    /// [`Error::NonZeroExit`], [`Error::Timeout`], [`Error::Signalled`], plus spawn errors.
+    fn run<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<String>> + Send + 'a {
+        async move {
+            let r = self.output_string(cmd).await?;
+            verbs::check_finished(&r, cmd.timeout)?;
+            if r.code != Some(0) {
+                return Err(verbs::non_zero(&r));
+            }
+            Ok(r.stdout.trim().to_owned())
+        }
+    }
+
+    /// Runs `cmd` and returns the full outcome with stdout decoded per its encoding.
+    ///
+    /// # Errors
+    /// Spawn errors, [`Error::InvalidUtf8`] under strict encoding, cancellation. Never for a
+    /// non-zero exit or a timeout (captured as [`ProcessResult::timed_out`]).
+    fn output_string<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> impl Future<Output = Result<ProcessResult<String>>> + Send + 'a {
+        async move {
+            let r = crate::retry::output_with_retry(self, cmd).await?;
+            verbs::to_string_result(r, cmd.encoding)
+        }
+    }
+
+    /// Runs `cmd` and returns its exit code.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] and [`Error::Signalled`] rather than an invented code; spawn errors.
+    fn exit_code<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<i32>> + Send + 'a {
+        async move {
+            let r = crate::retry::output_with_retry(self, cmd).await?;
+            let r = r.map_stdout(|_| String::new());
+            verbs::check_finished(&r, cmd.timeout)?;
+            Ok(r.code.unwrap_or(-1))
+        }
+    }
+
+    /// Runs `cmd` as a yes/no question: exit 0 is `true`, 1 is `false`.
+    ///
+    /// # Errors
+    /// [`Error::NonZeroExit`] for any other code; timeout and signal errors as
+    /// [`exit_code`](Self::exit_code).
+    fn probe<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<bool>> + Send + 'a {
+        async move {
+            let r = crate::retry::output_with_retry(self, cmd).await?;
+            let r = verbs::to_string_result(r, crate::Encoding::Utf8Lossy)?;
+            verbs::check_finished(&r, cmd.timeout)?;
+            match r.code {
+                Some(0) => Ok(true),
+                Some(1) => Ok(false),
+                _ => Err(verbs::non_zero(&r)),
+            }
+        }
+    }
+
+    /// Starts `cmd` and returns the first stdout line satisfying `pred`, killing the run once it
+    /// is found; `None` when stdout closes without a match.
+    ///
+    /// # Errors
+    /// Spawn errors; [`Error::Timeout`] when the command's timeout ends the search;
+    /// [`Error::Cancelled`].
+    fn first_line<'a, P>(&'a self, cmd: &'a Command, mut pred: P) -> impl Future<Output = Result<Option<String>>> + Send + 'a
+    where
+        P: FnMut(&str) -> bool + Send + 'a,
+    {
+        async move {
+            use tokio_stream::StreamExt as _;
+            let mut rp = self.start(cmd).await?;
+            let mut lines = rp.stdout_lines();
+            while let Some(l) = lines.next().await {
+                if pred(&l) {
+                    return Ok(Some(l));
+                }
+            }
+            rp.check_cancelled()?;
+            let _ = rp.wait_exit().await;
+            rp.check_cancelled()?;
+            if rp.flags.timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::Timeout {
+                    program: rp.meta.program.clone(),
+                    command_line: cmd.command_line(),
+                    timeout: cmd.timeout.unwrap_or_default(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                });
+            }
+            Ok(None)
+        }
+    }
+}
+
+impl<R: ProcessRunner + ?Sized> ProcessRunnerExt for R {}

@@ -1,0 +1,479 @@
+//! `RunningProcess`: a live child with line streams, interactive stdin and readiness probes.
+
+pub(crate) mod pump;
+pub(crate) mod stdin;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt as _;
+
+use crate::error::{Error, Result};
+use crate::group::{GroupInner, ProcessGroup};
+use crate::stdio::{BufferPolicy, Encoding};
+use crate::sys::ExitInfo;
+
+pub use pump::LineStream;
+pub use stdin::StdinWriter;
+
+use pump::{Mode, Pump};
+
+/// How long a run in a *shared* group keeps draining its pipes after the child exited. A
+/// descendant still holding a pipe may not be killed (siblings are off limits), so the drain is
+/// bounded instead of waiting for end-of-file forever.
+pub(crate) const SHARED_DRAIN_LINGER: Duration = Duration::from_millis(250);
+
+/// What the child task reports once.
+#[derive(Debug, Clone)]
+pub(crate) enum ExitState {
+    Exited(ExitInfo),
+    Failed(String),
+}
+
+/// Requests to the task that owns the OS child handle.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Hard-kill the direct child.
+    Kill,
+    /// Send a polite termination request to the direct child.
+    #[allow(dead_code)]
+    Term,
+}
+
+/// Flags set by the watchdog (timeout, inactivity, cancellation).
+#[derive(Debug, Default)]
+pub(crate) struct RunFlags {
+    pub(crate) timed_out: AtomicBool,
+    pub(crate) cancelled: AtomicBool,
+}
+
+/// Facts about a run that every finisher needs.
+#[derive(Debug, Clone)]
+pub(crate) struct RunMeta {
+    pub(crate) program: String,
+    pub(crate) args: Vec<String>,
+    pub(crate) encoding: Encoding,
+    pub(crate) buffer: BufferPolicy,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Who owns the container of a run.
+#[derive(Debug)]
+pub(crate) enum Owner {
+    /// A private group: dropping the handle kills the whole tree.
+    Private(ProcessGroup),
+    /// A shared group: only this child is ours to kill.
+    Shared(Arc<GroupInner>),
+    /// No OS process (a scripted double).
+    Detached,
+}
+
+/// A live child process.
+///
+/// Returned by [`Command::start`](crate::Command::start) (which gives the handle a private
+/// kill-on-drop group) and [`ProcessGroup::start`](crate::ProcessGroup::start) (a shared group:
+/// the handle's timeout, kill and drop touch only this child).
+///
+/// Stdout and stderr are always drained concurrently: reading one never deadlocks on the
+/// other. Dropping the handle kills the child (and, for a private group, its whole tree).
+pub struct RunningProcess {
+    pub(crate) meta: RunMeta,
+    pub(crate) pid: u32,
+    pub(crate) started: Instant,
+    pub(crate) exit_rx: watch::Receiver<Option<ExitState>>,
+    pub(crate) control: Option<mpsc::UnboundedSender<Control>>,
+    pub(crate) owner: Owner,
+    pub(crate) stdout: Option<Pump>,
+    pub(crate) stderr: Option<Pump>,
+    pub(crate) stdout_stream: Option<LineStream>,
+    pub(crate) stdin: Option<StdinWriter>,
+    pub(crate) stdin_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub(crate) flags: Arc<RunFlags>,
+    pub(crate) watchdog: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningProcess")
+            .field("program", &self.meta.program)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningProcess {
+    /// The OS process id of the direct child (0 for a scripted double).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The program.
+    pub fn program(&self) -> &str {
+        &self.meta.program
+    }
+
+    /// Whether the child has exited (without waiting).
+    pub fn has_exited(&self) -> bool {
+        self.exit_rx.borrow().is_some()
+    }
+
+    /// The group of this run, when it owns a private one.
+    pub(crate) fn private_group(&self) -> Option<&ProcessGroup> {
+        match &self.owner {
+            Owner::Private(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Streams stdout line by line.
+    ///
+    /// Returns the remaining lines: after [`wait_for_line`](Self::wait_for_line), the lines after
+    /// the match. A second call returns an empty stream. The stream applies backpressure: while
+    /// it is not read, the child blocks once the pipe is full; memory held stays bounded.
+    pub fn stdout_lines(&mut self) -> LineStream {
+        self.ensure_stdout_stream();
+        self.stdout_stream.take().unwrap_or_else(LineStream::empty)
+    }
+
+    /// Streams stderr line by line (lines captured before this call come first).
+    pub fn stderr_lines(&mut self) -> LineStream {
+        match self.stderr.as_mut() {
+            Some(p) => p.into_lines(),
+            None => LineStream::empty(),
+        }
+    }
+
+    fn ensure_stdout_stream(&mut self) {
+        if self.stdout_stream.is_none() {
+            if let Some(p) = self.stdout.as_mut() {
+                if p.rx.is_some() {
+                    self.stdout_stream = Some(p.into_lines());
+                }
+            }
+        }
+    }
+
+    /// The writer for stdin, once, when the command used
+    /// [`keep_stdin_open`](crate::Command::keep_stdin_open).
+    pub fn standard_input(&mut self) -> Option<StdinWriter> {
+        self.stdin.take()
+    }
+
+    /// Waits for the child to exit and returns its exit code (`None` when it was killed: by a
+    /// timeout, a signal, or [`kill`](Self::kill)).
+    ///
+    /// Stdout that nobody streams is discarded from here on, so a chatty child cannot block
+    /// on a full pipe while you wait.
+    ///
+    /// # Errors
+    /// [`Error::Cancelled`] when the run's cancellation token fired; [`Error::Io`] when the OS
+    /// wait fails.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future loses nothing; wait again later.
+    pub async fn wait(&mut self) -> Result<Option<i32>> {
+        self.release_unread_stdout();
+        let st = self.wait_exit().await?;
+        self.check_cancelled()?;
+        Ok(st.code)
+    }
+
+    /// Stdout not handed to a stream is switched to discard (nobody will read it).
+    fn release_unread_stdout(&mut self) {
+        if self.stdout_stream.is_none() {
+            if let Some(p) = self.stdout.as_mut() {
+                if p.rx.is_some() {
+                    p.rx = None;
+                    p.shared.set_mode(Mode::Discard);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn check_cancelled(&self) -> Result<()> {
+        if self.flags.cancelled.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled {
+                program: self.meta.program.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for the exit state without touching the pipes.
+    pub(crate) async fn wait_exit(&mut self) -> Result<ExitInfo> {
+        let mut rx = self.exit_rx.clone();
+        let state = match rx.wait_for(|s| s.is_some()).await {
+            Ok(s) => s.clone().expect("waited for Some"),
+            Err(_) => ExitState::Failed("the child task ended without reporting an exit".into()),
+        };
+        match state {
+            ExitState::Exited(e) => Ok(e),
+            ExitState::Failed(msg) => Err(Error::io(
+                &self.meta.program,
+                "waiting for the child",
+                std::io::Error::other(msg),
+            )),
+        }
+    }
+
+    /// Kills the child — the whole tree for a handle from [`Command::start`](crate::Command::start),
+    /// only this child for one from a shared group — and waits until it is reaped.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the OS refuses the kill.
+    pub async fn kill(&mut self) -> Result<()> {
+        self.start_kill()?;
+        let _ = self.wait_exit().await?;
+        Ok(())
+    }
+
+    /// Sends the kill without waiting.
+    pub(crate) fn start_kill(&mut self) -> Result<()> {
+        match &self.owner {
+            Owner::Private(g) => g.kill()?,
+            Owner::Shared(_) | Owner::Detached => {}
+        }
+        if let Some(c) = &self.control {
+            let _ = c.send(Control::Kill);
+        }
+        Ok(())
+    }
+
+    /// Waits for exit and returns the exit code with the stderr drained in the background while
+    /// stdout was streamed (per the command's buffer policy).
+    ///
+    /// # Errors
+    /// [`Error::Cancelled`] when the run's token fired; [`Error::Io`] when waiting fails.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropping it mid-way may lose the stderr collected so far.
+    pub async fn finish_streamed(mut self) -> Result<(Option<i32>, String)> {
+        self.release_unread_stdout();
+        let st = self.wait_exit().await?;
+        self.check_cancelled()?;
+        self.drain_after_exit_one(true).await;
+        let stderr = match self.stderr.as_ref() {
+            Some(p) => {
+                let (bytes, _) = p.shared.take_capture();
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            None => String::new(),
+        };
+        Ok((st.code, stderr))
+    }
+
+    /// After exit: wait for the pumps to reach end-of-file (the tree is torn down for private
+    /// groups, so this is prompt), bounded for shared groups.
+    pub(crate) async fn drain_after_exit(&mut self) {
+        self.drain_after_exit_one(false).await;
+        self.drain_after_exit_one(true).await;
+    }
+
+    async fn drain_after_exit_one(&mut self, stderr: bool) {
+        let linger = match self.owner {
+            Owner::Shared(_) => Some(SHARED_DRAIN_LINGER),
+            _ => None,
+        };
+        let pump = if stderr {
+            self.stderr.as_mut()
+        } else {
+            self.stdout.as_mut()
+        };
+        if let Some(p) = pump {
+            match linger {
+                None => p.wait_done().await,
+                Some(d) => {
+                    if tokio::time::timeout(d, p.wait_done()).await.is_err() {
+                        p.abort();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until a stdout line satisfies `pred` and returns it. Stdout is consumed up to and
+    /// including the match; continue with [`stdout_lines`](Self::stdout_lines) or
+    /// [`finish_streamed`](Self::finish_streamed).
+    ///
+    /// # Errors
+    /// [`Error::NotReady`] when no line matched within `deadline`, or stdout closed first (the
+    /// child exited). The child is **not** killed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe at line granularity: lines read before cancellation are consumed.
+    pub async fn wait_for_line(
+        &mut self,
+        mut pred: impl FnMut(&str) -> bool,
+        deadline: Duration,
+    ) -> Result<String> {
+        self.ensure_stdout_stream();
+        let program = self.meta.program.clone();
+        let Some(stream) = self.stdout_stream.as_mut() else {
+            return Err(Error::NotReady {
+                program,
+                reason: "stdout is not captured or was already taken by stdout_lines()".into(),
+            });
+        };
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            tokio::select! {
+                line = stream.next() => match line {
+                    Some(l) if pred(&l) => return Ok(l),
+                    Some(_) => continue,
+                    None => return Err(Error::NotReady {
+                        program,
+                        reason: "stdout closed (the child exited) before a matching line".into(),
+                    }),
+                },
+                _ = tokio::time::sleep_until(until) => return Err(Error::NotReady {
+                    program,
+                    reason: format!("no matching stdout line within {deadline:?}"),
+                }),
+            }
+        }
+    }
+
+    /// Waits until `addr` accepts a TCP connection. Does not touch the pipes.
+    ///
+    /// # Errors
+    /// [`Error::NotReady`] when `deadline` passes or the child exits first. The child is not
+    /// killed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_for_port(&mut self, addr: SocketAddr, deadline: Duration) -> Result<()> {
+        let what = format!("a TCP listener on {addr}");
+        self.poll_ready(&what, deadline, || async move {
+            matches!(
+                tokio::time::timeout(
+                    Duration::from_millis(250),
+                    tokio::net::TcpStream::connect(addr)
+                )
+                .await,
+                Ok(Ok(_))
+            )
+        })
+        .await
+    }
+
+    /// Waits until the async `check` returns `true` (polled every 25 ms). Does not touch the
+    /// pipes.
+    ///
+    /// # Errors
+    /// [`Error::NotReady`] when `deadline` passes or the child exits first. The child is not
+    /// killed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_for<F, Fut>(&mut self, check: F, deadline: Duration) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        self.poll_ready("the readiness check", deadline, check).await
+    }
+
+    async fn poll_ready<F, Fut>(&mut self, what: &str, deadline: Duration, mut check: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut exit_rx = self.exit_rx.clone();
+        loop {
+            if exit_rx.borrow().is_some() {
+                return Err(Error::NotReady {
+                    program: self.meta.program.clone(),
+                    reason: format!("the child exited before {what} was ready"),
+                });
+            }
+            tokio::select! {
+                ok = check() => if ok { return Ok(()) },
+                _ = tokio::time::sleep_until(until) => {
+                    return Err(Error::NotReady {
+                        program: self.meta.program.clone(),
+                        reason: format!("{what} was not ready within {deadline:?}"),
+                    })
+                }
+                _ = exit_rx.changed() => continue,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(25)) => {}
+                _ = exit_rx.changed() => {}
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(Error::NotReady {
+                    program: self.meta.program.clone(),
+                    reason: format!("{what} was not ready within {deadline:?}"),
+                });
+            }
+        }
+    }
+
+    /// Elapsed time since spawn.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for RunningProcess {
+    fn drop(&mut self) {
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+        if let Some(c) = self.control.take() {
+            if self.exit_rx.borrow().is_none() {
+                let _ = c.send(Control::Kill);
+            }
+        }
+        // A private group is dropped with `owner` and kills the whole tree.
+    }
+}
+
+/// Waits for whichever of `procs` exits first and returns its index and exit code. Borrows
+/// only: the others stay usable.
+///
+/// No per-process timeout is applied (bound the race with `tokio::time::timeout`), and no
+/// output is pumped on your behalf beyond the usual background drain.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an empty slice; otherwise as [`RunningProcess::wait`].
+///
+/// # Cancel safety
+/// Cancel safe.
+pub async fn wait_any(procs: &mut [&mut RunningProcess]) -> Result<(usize, Option<i32>)> {
+    if procs.is_empty() {
+        return Err(Error::invalid("wait_any", "processes", "no process to wait for"));
+    }
+    let mut rxs: Vec<_> = procs.iter().map(|p| p.exit_rx.clone()).collect();
+    let idx = loop {
+        if let Some(i) = rxs.iter().position(|r| r.borrow().is_some()) {
+            break i;
+        }
+        let futs = rxs.iter_mut().map(|r| Box::pin(r.changed()));
+        let (_, i, _) = select_all(futs).await;
+        if rxs[i].borrow().is_some() {
+            break i;
+        }
+    };
+    let code = procs[idx].wait().await?;
+    Ok((idx, code))
+}
+
+/// Polls every future, returning the first to complete (small, dependency-free `select_all`).
+async fn select_all<F: Future + Unpin>(futs: impl Iterator<Item = F>) -> (F::Output, usize, ()) {
+    let mut futs: Vec<F> = futs.collect();
+    std::future::poll_fn(move |cx| {
+        for (i, f) in futs.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(o) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready((o, i, ()));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,125 @@
+//! The Linux backend: a cgroup v2 per group where one can be created, else the POSIX
+//! process-group fallback (reported through [`Mechanism`]).
+
+pub(crate) mod cgroup;
+pub(crate) mod layout;
+pub(crate) mod v1;
+
+use std::io;
+use std::sync::OnceLock;
+
+use super::unix::pgroup::{limit_name, Pgroup};
+use super::{ContainerOptions, CreateError, SpawnRequest};
+use crate::{GroupStats, Mechanism, Signal};
+
+pub(crate) use super::unix::Child;
+
+/// A Linux container: a cgroup, or a set of process groups when no cgroup can be created.
+#[derive(Debug)]
+pub(crate) enum Container {
+    Cgroup(cgroup::Cgroup),
+    Pgroup(Pgroup),
+}
+
+/// `PROCESSKIT_MECHANISM=process-group` forces the fallback (testing and escape hatch).
+fn forced_pgroup() -> bool {
+    static F: OnceLock<bool> = OnceLock::new();
+    *F.get_or_init(|| {
+        std::env::var_os("PROCESSKIT_MECHANISM").is_some_and(|v| v == "process-group")
+    })
+}
+
+macro_rules! each {
+    ($self:ident, $c:ident => $e:expr) => {
+        match $self {
+            Container::Cgroup($c) => $e,
+            Container::Pgroup($c) => $e,
+        }
+    };
+}
+
+impl Container {
+    /// A cgroup when possible; otherwise a process group. Limits need a cgroup.
+    pub(crate) fn create(opts: &ContainerOptions) -> Result<Container, CreateError> {
+        if !forced_pgroup() {
+            match cgroup::Cgroup::create(opts) {
+                Ok(c) => return Ok(Container::Cgroup(c)),
+                Err(e) => {
+                    if let Some(what) = limit_name(opts) {
+                        return Err(CreateError::Limit {
+                            what,
+                            reason: format!("no cgroup with the needed controllers could be created: {e}"),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Container::Pgroup(Pgroup::create(opts)?))
+    }
+
+    /// The mechanism in force.
+    pub(crate) fn mechanism(&self) -> Mechanism {
+        match self {
+            Container::Cgroup(_) => Mechanism::CgroupV2,
+            Container::Pgroup(_) => Mechanism::ProcessGroup,
+        }
+    }
+
+    /// Spawns a child inside the container before it runs a single instruction of its program.
+    pub(crate) fn spawn(&self, req: SpawnRequest) -> io::Result<super::Child> {
+        each!(self, c => c.spawn(req))
+    }
+
+    /// Spawns a caller-built std command inside the container.
+    pub(crate) fn spawn_std(&self, cmd: &mut std::process::Command) -> io::Result<std::process::Child> {
+        each!(self, c => c.spawn_std(cmd))
+    }
+
+    /// Hard-kills every member. Idempotent.
+    pub(crate) fn kill_all(&self) -> io::Result<()> {
+        each!(self, c => c.kill_all())
+    }
+
+    /// Sends a signal to every member.
+    pub(crate) fn signal(&self, sig: Signal) -> io::Result<()> {
+        each!(self, c => c.signal(sig))
+    }
+
+    /// Freezes the whole tree.
+    pub(crate) fn freeze(&self) -> io::Result<()> {
+        each!(self, c => c.freeze())
+    }
+
+    /// Thaws the whole tree.
+    pub(crate) fn thaw(&self) -> io::Result<()> {
+        each!(self, c => c.thaw())
+    }
+
+    /// Live member pids.
+    pub(crate) fn members(&self) -> io::Result<Vec<u32>> {
+        each!(self, c => c.members())
+    }
+
+    /// Brings an existing process under the container.
+    pub(crate) fn adopt(&self, pid: u32) -> io::Result<()> {
+        each!(self, c => c.adopt(pid))
+    }
+
+    /// Resource accounting.
+    pub(crate) fn stats(&self) -> io::Result<GroupStats> {
+        each!(self, c => c.stats())
+    }
+
+    /// Whether no member is left.
+    pub(crate) fn is_empty(&self) -> io::Result<bool> {
+        each!(self, c => c.is_empty())
+    }
+
+    /// Whether the kernel OOM-killed something in this container.
+    pub(crate) fn oom_killed(&self) -> bool {
+        match self {
+            Container::Cgroup(c) => c.oom_killed(),
+            Container::Pgroup(_) => false,
+        }
+    }
+}

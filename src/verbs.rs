@@ -1,0 +1,597 @@
+//! The run engine behind every verb: validate, spawn into a container, pump, watch the
+//! deadline, tear down, and build the result.
+//!
+//! One run, end to end: `Command` (data) -> a private or shared group -> `sys` spawns the child
+//! inside the container -> pumps drain stdout and stderr concurrently -> the child exits or the
+//! watchdog fires (timeout, inactivity, cancellation) -> the private group is killed (so a
+//! grandchild holding a pipe can never hang the run) -> the pumps reach end-of-file -> a
+//! `ProcessResult` or a typed `Error`.
+
+use std::ffi::OsString;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, Result};
+use crate::group::{GroupInner, ProcessGroup};
+use crate::result::ProcessResult;
+use crate::running::pump::{Activity, Mode, Pump};
+use crate::running::stdin::{feed, StdinWriter};
+use crate::running::{Control, ExitState, Owner, RunFlags, RunMeta, RunningProcess};
+use crate::stdio::{Encoding, OutputMode, StdinKind};
+use crate::sys::{self, ChildStdio, SpawnRequest};
+use crate::Command;
+
+/// Where a run's container comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Scope {
+    /// A fresh private group that dies with the run.
+    Private,
+    /// A shared group: only the child itself is ours to kill.
+    Shared(Arc<GroupInner>),
+}
+
+/// What the caller will do with the handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A live handle: stdout goes to a line channel.
+    Stream,
+    /// A one-shot verb: both streams are captured.
+    Collect,
+}
+
+/// `Command::start` / `ProcessGroup::start`.
+pub(crate) async fn start(cmd: &Command, scope: Scope) -> Result<RunningProcess> {
+    start_with(cmd, scope, Purpose::Stream, None)
+}
+
+/// Spawns the run. `stdin_override` lets a pipeline wire a stage's stdin to the previous
+/// stage's pipe.
+pub(crate) fn start_with(
+    cmd: &Command,
+    scope: Scope,
+    purpose: Purpose,
+    stdio_override: Option<StageStdio>,
+) -> Result<RunningProcess> {
+    let program = cmd.program_name();
+    validate(cmd)?;
+    #[cfg(feature = "cancellation")]
+    if cmd.cancel_token().is_some_and(|t| t.is_cancelled()) {
+        return Err(Error::Cancelled { program });
+    }
+
+    let (owner, container_inner) = match scope {
+        Scope::Private => {
+            let g = ProcessGroup::new()?;
+            let inner = g.inner().clone();
+            (Owner::Private(g), inner)
+        }
+        Scope::Shared(inner) => {
+            if inner.closed.load(Ordering::SeqCst) {
+                return Err(Error::io(
+                    &program,
+                    "starting in a process group",
+                    io::Error::other("the group was dropped or shut down"),
+                ));
+            }
+            (Owner::Shared(inner.clone()), inner)
+        }
+    };
+
+    // Stdin wiring.
+    let mut stage = stdio_override.unwrap_or_default();
+    let mut stdin_source = None;
+    let stdin = if let Some(s) = stage.stdin.take() {
+        s
+    } else if cmd.keep_stdin_open {
+        ChildStdio::Piped
+    } else {
+        match &cmd.stdin.kind {
+            StdinKind::Null => ChildStdio::Null,
+            StdinKind::Inherit => ChildStdio::Inherit,
+            StdinKind::File(path) => {
+                let f = std::fs::File::open(path).map_err(|e| {
+                    Error::io(&program, format!("opening stdin file {}", path.display()), e)
+                })?;
+                ChildStdio::Redirect(f.into())
+            }
+            StdinKind::Bytes(_) | StdinKind::Lines(_) => {
+                stdin_source = Some(cmd.stdin.clone());
+                ChildStdio::Piped
+            }
+        }
+    };
+    let out_mode = |m: OutputMode| match m {
+        OutputMode::Capture => ChildStdio::Piped,
+        OutputMode::Null => ChildStdio::Null,
+        OutputMode::Inherit => ChildStdio::Inherit,
+    };
+    let stdout = stage.stdout.take().unwrap_or_else(|| out_mode(cmd.stdout));
+    let stderr = out_mode(cmd.stderr);
+
+    let req = SpawnRequest {
+        program: cmd.program.clone(),
+        args: cmd.args.clone(),
+        env_clear: cmd.env_clear,
+        env: resolve_env(cmd),
+        cwd: cmd.cwd.clone(),
+        stdin,
+        stdout,
+        stderr,
+        uid: cmd.uid,
+        gid: cmd.gid,
+        setsid: cmd.setsid,
+        kill_on_parent_death: cmd.kill_on_parent_death,
+        create_no_window: cmd.create_no_window,
+    };
+    let started = Instant::now();
+    let mut child = container_inner
+        .container
+        .spawn(req)
+        .map_err(|e| map_spawn_error(cmd, e))?;
+    #[cfg(feature = "tracing")]
+    tracing::debug!(program = %program, pid = child.pid, "processkit: spawned");
+
+    let meta = RunMeta {
+        program: program.clone(),
+        args: cmd.args_lossy(),
+        encoding: cmd.encoding,
+        buffer: cmd.buffer,
+        timeout: cmd.timeout,
+    };
+    let activity = cmd.inactivity_timeout.map(|_| Arc::new(Activity::new()));
+    let stdout_mode = match purpose {
+        Purpose::Stream => Mode::Channel,
+        Purpose::Collect => Mode::Capture,
+    };
+    let stdout_pump = child.stdout.take().map(|r| {
+        Pump::spawn(
+            r,
+            stdout_mode,
+            cmd.buffer,
+            cmd.on_stdout_line.clone(),
+            activity.clone(),
+        )
+    });
+    let stderr_pump = child.stderr.take().map(|r| {
+        Pump::spawn(
+            r,
+            Mode::Capture,
+            cmd.buffer,
+            cmd.on_stderr_line.clone(),
+            activity.clone(),
+        )
+    });
+    let mut stdin_writer = None;
+    let mut stdin_task = None;
+    if let Some(pipe) = child.stdin.take() {
+        if cmd.keep_stdin_open {
+            stdin_writer = Some(StdinWriter::new(program.clone(), pipe));
+        } else if let Some(src) = stdin_source {
+            stdin_task = Some(tokio::spawn(feed(src, pipe)));
+        }
+    }
+
+    let pid = child.pid;
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let private = match &owner {
+        Owner::Private(g) => Some(g.inner().clone()),
+        _ => None,
+    };
+    tokio::spawn(child_task(child.inner, exit_tx, ctl_rx, private.clone()));
+
+    let flags = Arc::new(RunFlags::default());
+    let watchdog = spawn_watchdog(cmd, exit_rx.clone(), ctl_tx.clone(), private, flags.clone(), activity);
+
+    Ok(RunningProcess {
+        meta,
+        pid,
+        started,
+        exit_rx,
+        control: Some(ctl_tx),
+        owner,
+        stdout: stdout_pump,
+        stderr: stderr_pump,
+        stdout_stream: None,
+        stdin: stdin_writer,
+        stdin_task,
+        flags,
+        watchdog,
+    })
+}
+
+/// Pipe ends a pipeline hands to one stage.
+#[derive(Debug, Default)]
+pub(crate) struct StageStdio {
+    pub(crate) stdin: Option<ChildStdio>,
+    pub(crate) stdout: Option<ChildStdio>,
+}
+
+/// Owns the OS child handle: reports its exit once, kills on request, and tears a private
+/// group down the moment the child exits (so descendants holding pipes cannot stall a run).
+async fn child_task(
+    mut child: sys::ChildInner,
+    exit_tx: watch::Sender<Option<ExitState>>,
+    mut ctl: mpsc::UnboundedReceiver<Control>,
+    private: Option<Arc<GroupInner>>,
+) {
+    let mut ctl_open = true;
+    let state = loop {
+        tokio::select! {
+            r = child.wait() => break match r {
+                Ok(e) => ExitState::Exited(e),
+                Err(e) => ExitState::Failed(e.to_string()),
+            },
+            c = ctl.recv(), if ctl_open => match c {
+                Some(Control::Kill) => { let _ = child.start_kill(); }
+                Some(Control::Term) => { let _ = term_direct(&mut child); }
+                None => {
+                    // The handle is gone: the child must not outlive it.
+                    ctl_open = false;
+                    let _ = child.start_kill();
+                }
+            },
+        }
+    };
+    if let Some(g) = &private {
+        let _ = g.kill_all();
+    }
+    let _ = exit_tx.send(Some(state));
+}
+
+#[cfg(unix)]
+fn term_direct(_child: &mut sys::ChildInner) -> io::Result<()> {
+    // The watchdog signals the tree itself; the direct-child polite stop is only needed for
+    // shared groups, where it goes through `signal_pid`.
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn term_direct(child: &mut sys::ChildInner) -> io::Result<()> {
+    child.start_kill()
+}
+
+/// Watches the deadline, the inactivity timer and the cancellation token.
+fn spawn_watchdog(
+    cmd: &Command,
+    exit_rx: watch::Receiver<Option<ExitState>>,
+    ctl: mpsc::UnboundedSender<Control>,
+    private: Option<Arc<GroupInner>>,
+    flags: Arc<RunFlags>,
+    activity: Option<Arc<Activity>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(feature = "cancellation")]
+    let token = cmd.cancel_token().cloned();
+    #[cfg(not(feature = "cancellation"))]
+    let token: Option<()> = None;
+    if cmd.timeout.is_none() && cmd.inactivity_timeout.is_none() && token.is_none() {
+        return None;
+    }
+    let deadline = cmd.timeout.map(|t| tokio::time::Instant::now() + t);
+    let idle = cmd.inactivity_timeout;
+    let grace = cmd.timeout_grace;
+    Some(tokio::spawn(async move {
+        let hard_kill = |private: &Option<Arc<GroupInner>>| {
+            if let Some(g) = private {
+                let _ = g.kill_all();
+            }
+            let _ = ctl.send(Control::Kill);
+        };
+        #[cfg(feature = "cancellation")]
+        let cancelled = async {
+            match &token {
+                Some(t) => t.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(feature = "cancellation"))]
+        let cancelled = std::future::pending::<()>();
+        tokio::pin!(cancelled);
+        let idle_fired = async {
+            match (&activity, idle) {
+                (Some(a), Some(d)) => loop {
+                    let due = a.last() + d;
+                    if Instant::now() >= due {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                },
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::pin!(idle_fired);
+        let timed = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timed);
+        let mut rx1 = exit_rx.clone();
+        let exited = async move {
+            let _ = rx1.wait_for(|s| s.is_some()).await;
+        };
+        tokio::select! {
+            biased;
+            _ = &mut cancelled => {
+                flags.cancelled.store(true, Ordering::SeqCst);
+                hard_kill(&private);
+                #[cfg(feature = "tracing")]
+                tracing::debug!("processkit: run cancelled; tree killed");
+            }
+            _ = exited => {}
+            _ = async { tokio::select! { _ = &mut timed => {}, _ = &mut idle_fired => {} } } => {
+                flags.timed_out.store(true, Ordering::SeqCst);
+                #[cfg(feature = "tracing")]
+                tracing::debug!("processkit: run timed out");
+                if let Some(g) = grace {
+                    polite_stop(&private, &ctl);
+                    let mut rx2 = exit_rx.clone();
+                    tokio::select! {
+                        biased;
+                        _ = &mut cancelled => {
+                            flags.cancelled.store(true, Ordering::SeqCst);
+                        }
+                        _ = async { let _ = rx2.wait_for(|s| s.is_some()).await; } => {}
+                        _ = tokio::time::sleep(g) => {}
+                    }
+                }
+                hard_kill(&private);
+            }
+        }
+    }))
+}
+
+/// SIGTERM to the tree (private group) or the direct child (shared group).
+fn polite_stop(private: &Option<Arc<GroupInner>>, ctl: &mpsc::UnboundedSender<Control>) {
+    match private {
+        Some(g) => {
+            if g.container.signal(crate::Signal::Term).is_err() {
+                let _ = g.kill_all();
+            }
+        }
+        None => {
+            let _ = ctl.send(Control::Term);
+        }
+    }
+}
+
+/// Runs to completion and captures both streams (the one-shot verbs).
+pub(crate) async fn output_bytes(cmd: &Command, scope: Scope) -> Result<ProcessResult<Vec<u8>>> {
+    let rp = start_with(cmd, scope, Purpose::Collect, None)?;
+    collect(rp).await
+}
+
+/// Waits for a started run and builds its result.
+pub(crate) async fn collect(mut rp: RunningProcess) -> Result<ProcessResult<Vec<u8>>> {
+    let exit = rp.wait_exit().await?;
+    rp.drain_after_exit().await;
+    if let Some(t) = rp.stdin_task.take() {
+        // The child is gone; a writer blocked on a full pipe now fails with EPIPE.
+        let _ = t.await;
+    }
+    rp.check_cancelled()?;
+    let oom_killed = rp
+        .private_group()
+        .is_some_and(|g| g.inner().container.oom_killed());
+    let (stdout, stdout_dropped) = rp
+        .stdout
+        .as_ref()
+        .map(|p| p.shared.take_capture())
+        .unwrap_or_default();
+    let (stderr, stderr_dropped) = rp
+        .stderr
+        .as_ref()
+        .map(|p| p.shared.take_capture())
+        .unwrap_or_default();
+    let timed_out = rp.flags.timed_out.load(Ordering::SeqCst);
+    #[cfg(feature = "tracing")]
+    tracing::debug!(program = %rp.meta.program, pid = rp.pid, code = ?exit.code, timed_out, "processkit: exited");
+    Ok(ProcessResult {
+        program: rp.meta.program.clone(),
+        args: rp.meta.args.clone(),
+        code: if timed_out { None } else { exit.code },
+        signal: exit.signal,
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        timed_out,
+        oom_killed,
+        duration: rp.started.elapsed(),
+        stdout_dropped,
+        stderr_dropped,
+        attempts: 1,
+        stages: Vec::new(),
+    })
+}
+
+/// Decodes stdout per the command's encoding.
+pub(crate) fn to_string_result(
+    r: ProcessResult<Vec<u8>>,
+    encoding: Encoding,
+) -> Result<ProcessResult<String>> {
+    match encoding {
+        Encoding::Utf8Lossy => Ok(r.map_stdout(|b| match String::from_utf8(b) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })),
+        Encoding::Utf8Strict => match std::str::from_utf8(&r.stdout) {
+            Ok(_) => Ok(r.map_stdout(|b| String::from_utf8(b).expect("validated"))),
+            Err(e) => Err(Error::InvalidUtf8 {
+                program: r.program.clone(),
+                stream: crate::OutputStream::Stdout,
+                valid_up_to: e.valid_up_to(),
+                bytes: r.stdout,
+            }),
+        },
+    }
+}
+
+/// Turns a result into the error `run`/`exit_code` raise, if it is one.
+pub(crate) fn check_finished(r: &ProcessResult<String>, timeout: Option<Duration>) -> Result<()> {
+    if r.timed_out {
+        return Err(Error::Timeout {
+            program: r.program.clone(),
+            command_line: r.command_line(),
+            timeout: timeout.unwrap_or(r.duration),
+            stdout: r.stdout.clone(),
+            stderr: r.stderr.clone(),
+        });
+    }
+    if r.code.is_none() {
+        return Err(Error::Signalled {
+            program: r.program.clone(),
+            command_line: r.command_line(),
+            signal: r.signal.unwrap_or(0),
+            stderr: r.stderr.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The error for a non-zero exit where success was required.
+pub(crate) fn non_zero(r: &ProcessResult<String>) -> Error {
+    Error::NonZeroExit {
+        program: r.program.clone(),
+        command_line: r.command_line(),
+        code: r.code.unwrap_or(-1),
+        stdout: r.stdout.clone(),
+        stderr: r.stderr.clone(),
+    }
+}
+
+/// Rejects input the OS cannot take, naming the culprit.
+pub(crate) fn validate(cmd: &Command) -> Result<()> {
+    let program = cmd.program_name();
+    if cmd.program.is_empty() {
+        return Err(Error::invalid(&program, "program", "the program name is empty"));
+    }
+    if has_nul(&cmd.program) {
+        return Err(Error::invalid(&program, "program", "contains a NUL byte"));
+    }
+    for (i, a) in cmd.args.iter().enumerate() {
+        if has_nul(a) {
+            return Err(Error::invalid(
+                &program,
+                format!("argument {} ({:?})", i + 1, a.to_string_lossy()),
+                "contains a NUL byte",
+            ));
+        }
+    }
+    for (k, v) in &cmd.env {
+        let name = k.to_string_lossy();
+        if k.is_empty() {
+            return Err(Error::invalid(&program, "environment variable name", "is empty"));
+        }
+        if has_nul(k) {
+            return Err(Error::invalid(
+                &program,
+                format!("environment variable name {name:?}"),
+                "contains a NUL byte",
+            ));
+        }
+        if k.to_string_lossy().contains('=') {
+            return Err(Error::invalid(
+                &program,
+                format!("environment variable name {name:?}"),
+                "contains '='",
+            ));
+        }
+        if v.as_ref().is_some_and(|v| has_nul(v)) {
+            return Err(Error::invalid(
+                &program,
+                format!("value of environment variable {name:?}"),
+                "contains a NUL byte",
+            ));
+        }
+    }
+    if let Some(dir) = &cmd.cwd {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::InvalidWorkingDir {
+                    program,
+                    path: dir.clone(),
+                    reason: "is not a directory".into(),
+                })
+            }
+            Err(e) => {
+                return Err(Error::InvalidWorkingDir {
+                    program,
+                    path: dir.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    for (what, d) in [
+        ("timeout", cmd.timeout),
+        ("inactivity_timeout", cmd.inactivity_timeout),
+    ] {
+        if d == Some(Duration::ZERO) {
+            return Err(Error::invalid(&program, what, "must be greater than zero"));
+        }
+    }
+    if cfg!(not(unix)) {
+        for (knob, set) in [
+            ("uid", cmd.uid.is_some()),
+            ("gid", cmd.gid.is_some()),
+            ("setsid", cmd.setsid),
+        ] {
+            if set {
+                return Err(Error::unsupported(knob));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn has_nul(s: &std::ffi::OsStr) -> bool {
+    s.as_encoded_bytes().contains(&0)
+}
+
+/// The environment overrides to apply: the allow-list copied from the owner, then explicit ones.
+fn resolve_env(cmd: &Command) -> Vec<(OsString, Option<OsString>)> {
+    let mut env = Vec::new();
+    if let Some(names) = &cmd.inherit_env {
+        for n in names {
+            if let Some(v) = std::env::var_os(n) {
+                env.push((n.clone(), Some(v)));
+            }
+        }
+    }
+    env.extend(cmd.env.iter().cloned());
+    env
+}
+
+/// Maps a spawn failure to the typed error naming what was wrong.
+fn map_spawn_error(cmd: &Command, e: io::Error) -> Error {
+    let program = cmd.program_name();
+    if e.kind() == io::ErrorKind::Unsupported {
+        return Error::Unsupported {
+            what: e.to_string(),
+            platform: std::env::consts::OS.into(),
+        };
+    }
+    if e.kind() == io::ErrorKind::NotFound {
+        return Error::NotFound { program };
+    }
+    let path = std::path::Path::new(&cmd.program);
+    let detail = if path.is_dir() {
+        Some("is a directory")
+    } else {
+        None
+    };
+    let source = match detail {
+        Some(d) => io::Error::new(e.kind(), format!("{e} ({} {d})", path.display())),
+        None => e,
+    };
+    Error::Spawn {
+        command_line: cmd.command_line(),
+        program,
+        source,
+    }
+}
