@@ -208,7 +208,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid(program: &str, what: impl Into<String>, reason: impl Into<String>) -> Error {
+    pub(crate) fn invalid(
+        program: &str,
+        what: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Error {
         Error::InvalidInput {
             program: program.to_owned(),
             what: what.into(),
@@ -260,7 +264,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NotFound { program } => {
-                write!(f, "program not found: `{program}` (not on PATH or no such file)")
+                write!(
+                    f,
+                    "program not found: `{program}` (not on PATH or no such file)"
+                )
             }
             Error::Spawn {
                 command_line,
@@ -305,7 +312,10 @@ impl fmt::Display for Error {
                 stderr,
                 ..
             } => {
-                write!(f, "`{command_line}` timed out after {timeout:?}; the process tree was killed")?;
+                write!(
+                    f,
+                    "`{command_line}` timed out after {timeout:?}; the process tree was killed"
+                )?;
                 write_stderr(f, stderr)
             }
             Error::NotReady { program, reason } => write!(f, "`{program}` not ready: {reason}"),

@@ -41,8 +41,8 @@ mod error;
 mod group;
 mod result;
 mod retry;
-mod running;
 mod runner;
+mod running;
 mod stdio;
 mod sys;
 mod verbs;
@@ -164,7 +164,10 @@ impl Command {
     ///
     /// # Cancel safety
     /// Dropping the future kills the whole tree.
-    pub async fn first_line(&self, pred: impl FnMut(&str) -> bool + Send) -> Result<Option<String>> {
+    pub async fn first_line(
+        &self,
+        pred: impl FnMut(&str) -> bool + Send,
+    ) -> Result<Option<String>> {
         JobRunner.first_line(self, pred).await
     }
 

@@ -152,7 +152,12 @@ impl<T> ProcessResult<T> {
 
 impl ProcessResult<Vec<u8>> {
     /// Builds a result by hand: for test doubles (see [`ScriptedRunner`](crate::ScriptedRunner)).
-    pub fn new_bytes(program: impl Into<String>, code: i32, stdout: impl Into<Vec<u8>>, stderr: impl Into<String>) -> Self {
+    pub fn new_bytes(
+        program: impl Into<String>,
+        code: i32,
+        stdout: impl Into<Vec<u8>>,
+        stderr: impl Into<String>,
+    ) -> Self {
         ProcessResult {
             program: program.into(),
             args: Vec::new(),
@@ -173,7 +178,12 @@ impl ProcessResult<Vec<u8>> {
 
 impl ProcessResult<String> {
     /// Builds a result by hand: for test doubles and custom runners.
-    pub fn new(program: impl Into<String>, code: i32, stdout: impl Into<String>, stderr: impl Into<String>) -> Self {
+    pub fn new(
+        program: impl Into<String>,
+        code: i32,
+        stdout: impl Into<String>,
+        stderr: impl Into<String>,
+    ) -> Self {
         ProcessResult::new_bytes(program, code, Vec::new(), stderr).map_stdout(|_| stdout.into())
     }
 }

@@ -67,7 +67,11 @@ impl RetryPolicy {
     /// Sets the backoff: the first wait and its growth factor per attempt.
     pub fn backoff(mut self, base: Duration, multiplier: f64) -> RetryPolicy {
         self.base = base;
-        self.multiplier = if multiplier.is_finite() && multiplier >= 1.0 { multiplier } else { 1.0 };
+        self.multiplier = if multiplier.is_finite() && multiplier >= 1.0 {
+            multiplier
+        } else {
+            1.0
+        };
         self
     }
 
@@ -84,7 +88,10 @@ impl RetryPolicy {
     }
 
     /// Decides which outcomes are retried (replacing the default rule).
-    pub fn retry_if(mut self, f: impl Fn(&AttemptOutcome<'_>) -> bool + Send + Sync + 'static) -> RetryPolicy {
+    pub fn retry_if(
+        mut self,
+        f: impl Fn(&AttemptOutcome<'_>) -> bool + Send + Sync + 'static,
+    ) -> RetryPolicy {
         self.classifier = Some(Arc::new(f));
         self
     }
@@ -105,7 +112,10 @@ impl RetryPolicy {
         }
         match o {
             AttemptOutcome::Finished(r) => r.timed_out(),
-            AttemptOutcome::Failed(e) => matches!(e, Error::Spawn { .. } | Error::Io { .. } | Error::Timeout { .. }),
+            AttemptOutcome::Failed(e) => matches!(
+                e,
+                Error::Spawn { .. } | Error::Io { .. } | Error::Timeout { .. }
+            ),
         }
     }
 }

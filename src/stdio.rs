@@ -209,7 +209,7 @@ impl Capture {
         self.cap
     }
 
-    pub(crate) fn push(&mut self, data: &[u8]) {
+    pub(crate) fn push(&mut self, mut data: &[u8]) {
         let Some(cap) = self.cap else {
             self.head.extend_from_slice(data);
             return;
@@ -221,8 +221,14 @@ impl Capture {
             }
             self.overflowed = true;
             let keep_head = cap / 2;
-            let rest = self.head.split_off(keep_head.min(self.head.len()));
-            self.tail.extend(rest);
+            if self.head.len() > keep_head {
+                let rest = self.head.split_off(keep_head);
+                self.tail.extend(rest);
+            } else {
+                let take = (keep_head - self.head.len()).min(data.len());
+                self.head.extend_from_slice(&data[..take]);
+                data = &data[take..];
+            }
         }
         let tail_cap = cap - cap / 2;
         if data.len() >= tail_cap {
@@ -281,6 +287,13 @@ mod tests {
         let (kept, dropped) = c.finish();
         assert_eq!(kept, b"abcdevwxyz");
         assert_eq!(dropped, 26 - 10);
+    }
+
+    #[test]
+    fn capture_first_push_over_cap() {
+        let mut c = Capture::new(BufferPolicy::cap(4));
+        c.push(b"0123456789");
+        assert_eq!(c.finish(), (b"0189".to_vec(), 6));
     }
 
     #[test]

@@ -94,7 +94,11 @@ pub(crate) fn start_with(
             StdinKind::Inherit => ChildStdio::Inherit,
             StdinKind::File(path) => {
                 let f = std::fs::File::open(path).map_err(|e| {
-                    Error::io(&program, format!("opening stdin file {}", path.display()), e)
+                    Error::io(
+                        &program,
+                        format!("opening stdin file {}", path.display()),
+                        e,
+                    )
                 })?;
                 ChildStdio::Redirect(f.into())
             }
@@ -185,7 +189,14 @@ pub(crate) fn start_with(
     tokio::spawn(child_task(child.inner, exit_tx, ctl_rx, private.clone()));
 
     let flags = Arc::new(RunFlags::default());
-    let watchdog = spawn_watchdog(cmd, exit_rx.clone(), ctl_tx.clone(), private, flags.clone(), activity);
+    let watchdog = spawn_watchdog(
+        cmd,
+        exit_rx.clone(),
+        ctl_tx.clone(),
+        private,
+        flags.clone(),
+        activity,
+    );
 
     Ok(RunningProcess {
         meta,
@@ -467,7 +478,11 @@ pub(crate) fn non_zero(r: &ProcessResult<String>) -> Error {
 pub(crate) fn validate(cmd: &Command) -> Result<()> {
     let program = cmd.program_name();
     if cmd.program.is_empty() {
-        return Err(Error::invalid(&program, "program", "the program name is empty"));
+        return Err(Error::invalid(
+            &program,
+            "program",
+            "the program name is empty",
+        ));
     }
     if has_nul(&cmd.program) {
         return Err(Error::invalid(&program, "program", "contains a NUL byte"));
@@ -484,7 +499,11 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
     for (k, v) in &cmd.env {
         let name = k.to_string_lossy();
         if k.is_empty() {
-            return Err(Error::invalid(&program, "environment variable name", "is empty"));
+            return Err(Error::invalid(
+                &program,
+                "environment variable name",
+                "is empty",
+            ));
         }
         if has_nul(k) {
             return Err(Error::invalid(

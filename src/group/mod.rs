@@ -86,13 +86,14 @@ impl ProcessGroup {
     /// silently unbounded group); [`Error::Io`] when the OS refuses.
     pub fn with_options(options: ProcessGroupOptions) -> Result<ProcessGroup> {
         options.validate()?;
-        let container = sys::Container::create(&options.container_options()).map_err(|e| match e {
-            sys::CreateError::Limit { what, reason } => Error::ResourceLimit {
-                what: what.to_owned(),
-                reason,
-            },
-            sys::CreateError::Io(source) => Error::io("", "creating a process group", source),
-        })?;
+        let container =
+            sys::Container::create(&options.container_options()).map_err(|e| match e {
+                sys::CreateError::Limit { what, reason } => Error::ResourceLimit {
+                    what: what.to_owned(),
+                    reason,
+                },
+                sys::CreateError::Io(source) => Error::io("", "creating a process group", source),
+            })?;
         Ok(ProcessGroup {
             inner: Arc::new(GroupInner {
                 container,

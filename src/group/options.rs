@@ -82,7 +82,10 @@ impl ProcessGroupOptions {
         }
         if let Some(q) = self.cpu_quota {
             if !(q.is_finite() && q > 0.0) {
-                return bad("cpu_quota", "must be a positive, finite fraction of one core");
+                return bad(
+                    "cpu_quota",
+                    "must be a positive, finite fraction of one core",
+                );
             }
         }
         Ok(())

@@ -27,7 +27,10 @@ pub trait ProcessRunner: Send + Sync {
     ///
     /// # Errors
     /// Spawn failures, invalid input, cancellation; see [`Error`].
-    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>>;
+    fn output_bytes<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>>;
 
     /// Starts `cmd` and returns a live handle.
     ///
@@ -37,7 +40,10 @@ pub trait ProcessRunner: Send + Sync {
 }
 
 impl<R: ProcessRunner + ?Sized> ProcessRunner for &R {
-    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_bytes<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         (**self).output_bytes(cmd)
     }
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
@@ -46,7 +52,10 @@ impl<R: ProcessRunner + ?Sized> ProcessRunner for &R {
 }
 
 impl<R: ProcessRunner + ?Sized> ProcessRunner for Arc<R> {
-    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_bytes<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         (**self).output_bytes(cmd)
     }
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
@@ -55,7 +64,10 @@ impl<R: ProcessRunner + ?Sized> ProcessRunner for Arc<R> {
 }
 
 impl<R: ProcessRunner + ?Sized> ProcessRunner for Box<R> {
-    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_bytes<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         (**self).output_bytes(cmd)
     }
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
@@ -75,7 +87,10 @@ impl JobRunner {
 }
 
 impl ProcessRunner for JobRunner {
-    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_bytes<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         Box::pin(verbs::output_bytes(cmd, Scope::Private))
     }
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
@@ -84,8 +99,14 @@ impl ProcessRunner for JobRunner {
 }
 
 impl ProcessRunner for ProcessGroup {
-    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
-        Box::pin(verbs::output_bytes(cmd, Scope::Shared(self.inner().clone())))
+    fn output_bytes<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        Box::pin(verbs::output_bytes(
+            cmd,
+            Scope::Shared(self.inner().clone()),
+        ))
     }
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         Box::pin(verbs::start(cmd, Scope::Shared(self.inner().clone())))
@@ -161,7 +182,11 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// # Errors
     /// Spawn errors; [`Error::Timeout`] when the command's timeout ends the search;
     /// [`Error::Cancelled`].
-    fn first_line<'a, P>(&'a self, cmd: &'a Command, mut pred: P) -> impl Future<Output = Result<Option<String>>> + Send + 'a
+    fn first_line<'a, P>(
+        &'a self,
+        cmd: &'a Command,
+        mut pred: P,
+    ) -> impl Future<Output = Result<Option<String>>> + Send + 'a
     where
         P: FnMut(&str) -> bool + Send + 'a,
     {

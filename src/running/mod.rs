@@ -374,10 +374,16 @@ impl RunningProcess {
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
     {
-        self.poll_ready("the readiness check", deadline, check).await
+        self.poll_ready("the readiness check", deadline, check)
+            .await
     }
 
-    async fn poll_ready<F, Fut>(&mut self, what: &str, deadline: Duration, mut check: F) -> Result<()>
+    async fn poll_ready<F, Fut>(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        mut check: F,
+    ) -> Result<()>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
@@ -447,7 +453,11 @@ impl Drop for RunningProcess {
 /// Cancel safe.
 pub async fn wait_any(procs: &mut [&mut RunningProcess]) -> Result<(usize, Option<i32>)> {
     if procs.is_empty() {
-        return Err(Error::invalid("wait_any", "processes", "no process to wait for"));
+        return Err(Error::invalid(
+            "wait_any",
+            "processes",
+            "no process to wait for",
+        ));
     }
     let mut rxs: Vec<_> = procs.iter().map(|p| p.exit_rx.clone()).collect();
     let idx = loop {

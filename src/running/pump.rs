@@ -155,7 +155,11 @@ impl Pump {
         let mode = self.shared.mode();
         if mode == Mode::Capture {
             // Hold the capture lock across the switch so no chunk is lost in between.
-            let mut cap = self.shared.capture.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cap = self
+                .shared
+                .capture
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let bytes = cap.snapshot();
             let cap_len = cap.cap();
             *cap = Capture::with_cap(cap_len);

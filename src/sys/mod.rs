@@ -123,7 +123,9 @@ pub(crate) struct Child {
 
 impl std::fmt::Debug for Child {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Child").field("pid", &self.pid).finish_non_exhaustive()
+        f.debug_struct("Child")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
     }
 }
 

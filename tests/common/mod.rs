@@ -232,3 +232,55 @@ pub fn zombie_children() -> usize {
         0
     }
 }
+
+/// Removes the (empty) cgroups a SIGKILLed owner `pid` left behind (`pk-<pid>-*` under every
+/// cgroup mount), waiting briefly for their processes to be gone. Linux only; a no-op elsewhere.
+#[allow(dead_code)]
+pub fn remove_cgroups_of(pid: u32) {
+    #[cfg(target_os = "linux")]
+    {
+        let prefix = format!("pk-{pid}-");
+        let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        for line in mountinfo.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(dash) = fields.iter().position(|f| *f == "-") else {
+                continue;
+            };
+            if !fields
+                .get(dash + 1)
+                .is_some_and(|t| t.starts_with("cgroup"))
+            {
+                continue;
+            }
+            let mut stack = vec![PathBuf::from(fields[4])];
+            let mut depth = 0;
+            while let Some(dir) = stack.pop() {
+                depth += 1;
+                if depth > 10_000 {
+                    break;
+                }
+                let Ok(rd) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in rd.flatten() {
+                    if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                        continue;
+                    }
+                    if e.file_name().to_string_lossy().starts_with(&prefix) {
+                        let path = e.path();
+                        let _ = std::fs::write(path.join("cgroup.kill"), "1");
+                        wait_until(Duration::from_secs(5), || {
+                            std::fs::remove_dir(&path).is_ok() || !path.exists()
+                        });
+                    } else {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = pid;
+}

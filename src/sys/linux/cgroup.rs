@@ -33,10 +33,14 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 pub(crate) fn placement() -> Result<&'static Placement, &'static str> {
     PLACEMENT
         .get_or_init(|| {
-            let layout = layout::discover_current().map_err(|e| format!("reading cgroup layout: {e}"))?;
+            let layout =
+                layout::discover_current().map_err(|e| format!("reading cgroup layout: {e}"))?;
             match layout::plan_v2(&layout, &[], false) {
                 V2Plan::Direct { parent } => Ok(Placement { layout, parent }),
-                V2Plan::MoveSelfToLeaf { own, .. } => Ok(Placement { layout, parent: own }),
+                V2Plan::MoveSelfToLeaf { own, .. } => Ok(Placement {
+                    layout,
+                    parent: own,
+                }),
                 V2Plan::Unavailable(reason) => Err(reason),
             }
         })
@@ -58,8 +62,13 @@ pub(crate) struct Cgroup {
 impl Cgroup {
     /// Creates `pk-<pid>-<seq>` under the placement's parent.
     pub(crate) fn create(opts: &ContainerOptions) -> io::Result<Cgroup> {
-        let place = placement().map_err(|r| io::Error::new(io::ErrorKind::Unsupported, r.to_owned()))?;
-        let name = format!("pk-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let place =
+            placement().map_err(|r| io::Error::new(io::ErrorKind::Unsupported, r.to_owned()))?;
+        let name = format!(
+            "pk-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = place.parent.join(&name);
         fs::create_dir(&dir)?;
         let procs = match open_write(&dir.join("cgroup.procs")) {
@@ -125,7 +134,10 @@ impl Cgroup {
     }
 
     /// Spawns a caller-built std command that joins this cgroup before exec.
-    pub(crate) fn spawn_std(&self, cmd: &mut std::process::Command) -> io::Result<std::process::Child> {
+    pub(crate) fn spawn_std(
+        &self,
+        cmd: &mut std::process::Command,
+    ) -> io::Result<std::process::Child> {
         use std::os::unix::process::CommandExt as _;
         let mut fds: Vec<OwnedFd> = Vec::new();
         if let Some(v1) = &self.v1 {
@@ -209,7 +221,10 @@ impl Cgroup {
 
     fn set_frozen(&self, on: bool) -> io::Result<()> {
         let mut frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
-        write_file(&self.dir.join("cgroup.freeze"), if on { b"1" } else { b"0" })?;
+        write_file(
+            &self.dir.join("cgroup.freeze"),
+            if on { b"1" } else { b"0" },
+        )?;
         // The transition is asynchronous; wait (bounded) until `cgroup.events` agrees.
         let want = if on { "frozen 1" } else { "frozen 0" };
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -232,9 +247,14 @@ impl Cgroup {
     /// Moves an existing process into this cgroup.
     pub(crate) fn adopt(&self, pid: u32) -> io::Result<()> {
         if !crate::sys::unix::pid_exists(pid as i32) {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no process with pid {pid}")));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no process with pid {pid}"),
+            ));
         }
-        let mut f = fs::OpenOptions::new().write(true).open(self.dir.join("cgroup.procs"))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))?;
         f.write_all(pid.to_string().as_bytes())?;
         if let Some(v1) = &self.v1 {
             v1.attach(pid)?;

@@ -48,7 +48,9 @@ impl Container {
                     if let Some(what) = limit_name(opts) {
                         return Err(CreateError::Limit {
                             what,
-                            reason: format!("no cgroup with the needed controllers could be created: {e}"),
+                            reason: format!(
+                                "no cgroup with the needed controllers could be created: {e}"
+                            ),
                         });
                     }
                 }
@@ -71,7 +73,10 @@ impl Container {
     }
 
     /// Spawns a caller-built std command inside the container.
-    pub(crate) fn spawn_std(&self, cmd: &mut std::process::Command) -> io::Result<std::process::Child> {
+    pub(crate) fn spawn_std(
+        &self,
+        cmd: &mut std::process::Command,
+    ) -> io::Result<std::process::Child> {
         each!(self, c => c.spawn_std(cmd))
     }
 

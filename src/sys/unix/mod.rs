@@ -99,7 +99,9 @@ pub(crate) fn spawn(req: SpawnRequest, setup: ChildSetup) -> io::Result<super::C
             #[cfg(target_os = "linux")]
             if pdeathsig {
                 // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal number; async-signal-safe.
-                if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } < 0 {
+                if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) }
+                    < 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 // The owner may already have died between fork and prctl: then our parent is
@@ -150,10 +152,7 @@ pub(crate) fn spawn(req: SpawnRequest, setup: ChildSetup) -> io::Result<super::C
     let mut cmd = tokio::process::Command::from(std_cmd);
     let mut child = cmd.spawn()?;
     let pid = child.id().unwrap_or(0);
-    let stdin = child
-        .stdin
-        .take()
-        .map(|s| Box::pin(s) as super::PipeWriter);
+    let stdin = child.stdin.take().map(|s| Box::pin(s) as super::PipeWriter);
     let stdout = child
         .stdout
         .take()
@@ -237,7 +236,10 @@ pub(crate) fn signal_number(sig: Signal) -> libc::c_int {
 /// `kill(2)`: sends `sig` to one pid. A pid that is already gone is not an error.
 pub(crate) fn kill_pid(pid: i32, sig: libc::c_int) -> io::Result<()> {
     if pid <= 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "pid must be positive"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "pid must be positive",
+        ));
     }
     // SAFETY: kill(2) with a positive pid targets exactly that process; no memory is touched.
     if unsafe { libc::kill(pid, sig) } < 0 {
@@ -253,7 +255,10 @@ pub(crate) fn kill_pid(pid: i32, sig: libc::c_int) -> io::Result<()> {
 /// `killpg(2)`: sends `sig` to a whole process group. A group that is already empty is fine.
 pub(crate) fn kill_pgroup(pgid: i32, sig: libc::c_int) -> io::Result<()> {
     if pgid <= 1 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "refusing to signal process group <= 1"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to signal process group <= 1",
+        ));
     }
     // SAFETY: killpg(2) with a pgid > 1 targets exactly that group.
     if unsafe { libc::killpg(pgid, sig) } < 0 {

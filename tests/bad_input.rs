@@ -1,0 +1,198 @@
+//! Bad input gets a typed error naming the culprit — never a panic or a hang — and output
+//! captured so far stays available.
+mod common;
+
+use common::*;
+use processkit::{BufferPolicy, Command, Encoding, Error, OutputStream};
+use std::time::Duration;
+
+fn child(args: &[&str]) -> Command {
+    Command::new(pk_child()).args(args)
+}
+
+#[tokio::test]
+async fn missing_program_is_not_found() {
+    let e = Command::new("processkit-no-such-program-xyz")
+        .run()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::NotFound { program } if program == "processkit-no-such-program-xyz"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("processkit-no-such-program-xyz"));
+    let e = Command::new("/definitely/not/here")
+        .output_string()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+}
+
+#[cfg(unix)] // the executable bit is a POSIX notion
+#[tokio::test]
+async fn non_executable_file_is_spawn_error() {
+    let dir = tempdir();
+    let f = dir.path().join("not-exec");
+    std::fs::write(&f, "#!/bin/sh\necho hi\n").unwrap();
+    let e = Command::new(&f).run().await.unwrap_err();
+    match &e {
+        Error::Spawn {
+            program, source, ..
+        } => {
+            assert!(program.ends_with("not-exec"));
+            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn directory_as_program_is_spawn_error() {
+    let dir = tempdir();
+    let e = Command::new(dir.path()).run().await.unwrap_err();
+    match &e {
+        Error::Spawn { source, .. } => {
+            assert!(source.to_string().contains("is a directory"), "{source}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn missing_or_file_cwd_is_invalid_working_dir() {
+    let dir = tempdir();
+    let missing = dir.path().join("nope");
+    let e = child(&["cwd"])
+        .current_dir(&missing)
+        .run()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidWorkingDir { path, .. } if *path == missing),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("nope"));
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let e = child(&["cwd"]).current_dir(&file).run().await.unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidWorkingDir { reason, .. } if reason.contains("not a directory")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn nul_bytes_and_bad_env_names_are_invalid_input() {
+    let cases: Vec<(Command, &str)> = vec![
+        (child(&["print", "a\0b"]), "argument 2"),
+        (Command::new("pk\0child"), "program"),
+        (
+            child(&["print"]).env("K\0", "v"),
+            "environment variable name",
+        ),
+        (
+            child(&["print"]).env("K", "v\0"),
+            "value of environment variable",
+        ),
+        (child(&["print"]).env("A=B", "v"), "contains '='"),
+        (child(&["print"]).env("", "v"), "environment variable name"),
+        (Command::new(""), "program"),
+        (child(&["print"]).timeout(Duration::ZERO), "timeout"),
+    ];
+    for (cmd, needle) in cases {
+        let e = cmd.run().await.unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { .. }), "{needle}: {e:?}");
+        assert!(e.to_string().contains(needle), "{needle}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_lossy_and_strict() {
+    // "ok\xff\xfe\n"
+    let r = child(&["hex", "6f6bfffe0a"]).output_string().await.unwrap();
+    assert_eq!(r.stdout(), "ok\u{fffd}\u{fffd}\n");
+    let e = child(&["hex", "6f6bfffe0a"])
+        .encoding(Encoding::Utf8Strict)
+        .output_string()
+        .await
+        .unwrap_err();
+    match e {
+        Error::InvalidUtf8 {
+            stream,
+            valid_up_to,
+            bytes,
+            ..
+        } => {
+            assert_eq!(stream, OutputStream::Stdout);
+            assert_eq!(valid_up_to, 2);
+            assert_eq!(bytes, b"ok\xff\xfe\n");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Raw bytes are always available.
+    let r = child(&["hex", "6f6bfffe0a"]).output_bytes().await.unwrap();
+    assert_eq!(r.stdout(), b"ok\xff\xfe\n");
+}
+
+#[tokio::test]
+async fn fifty_megabytes_are_captured_whole() {
+    let r = child(&["bytes", "50M"]).output_bytes().await.unwrap();
+    assert_eq!(r.stdout().len(), 50 * 1024 * 1024);
+    assert_eq!(r.stdout_dropped(), 0);
+    assert!(r
+        .stdout()
+        .chunks(128)
+        .all(|c| c[..c.len().min(127)].iter().all(|b| *b == b'x')));
+}
+
+#[tokio::test]
+async fn capture_cap_keeps_head_and_tail() {
+    let r = child(&["lines", "10000"])
+        .buffer_policy(BufferPolicy::cap(1000))
+        .output_string()
+        .await
+        .unwrap();
+    let total = 10000 * "line 00000001\n".len();
+    assert_eq!(r.stdout().len(), 1000);
+    assert_eq!(r.stdout_dropped() as usize, total - 1000);
+    assert!(r.stdout().starts_with("line 00000001\n"));
+    assert!(r.stdout().ends_with("line 00010000\n"));
+    assert_eq!(r.code(), Some(0));
+}
+
+#[tokio::test]
+async fn stdin_file_missing_names_the_path() {
+    let e = child(&["cat"])
+        .stdin(processkit::Stdin::from_file("/no/such/input"))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("/no/such/input"), "{e}");
+}
+
+#[tokio::test]
+async fn error_display_shows_command_line_and_bounded_stderr() {
+    let e = child(&[
+        "printn",
+        "it's quoted",
+        ";",
+        "ebytes",
+        "100K",
+        ";",
+        "eprint",
+        "THE-END",
+        ";",
+        "exit",
+        "9",
+    ])
+    .run()
+    .await
+    .unwrap_err();
+    let s = e.to_string();
+    assert!(s.contains("exited with code 9"), "{s}");
+    assert!(s.contains("'it'\\''s quoted'"), "{s}");
+    assert!(s.contains("THE-END"));
+    assert!(s.len() < 4000, "stderr not bounded: {} bytes", s.len());
+    // Nothing is lost: the full stderr stays in the error.
+    assert!(e.stderr().unwrap().len() > 100 * 1024);
+}
