@@ -249,12 +249,18 @@ impl Command {
         self
     }
 
-    /// Kills the child when the owner dies abruptly (even by `SIGKILL`).
+    /// Kills the child — and its whole tree — when the owner dies abruptly, even by `SIGKILL`
+    /// (when no destructor can run).
     ///
     /// # Platform
-    /// Linux arms `PR_SET_PDEATHSIG` on the direct child; Windows already guarantees it (the
-    /// Job Object handle closes with the owner); macOS and the BSDs have no equivalent (a
-    /// documented no-op).
+    /// - Linux: `PR_SET_PDEATHSIG` on the direct child, plus a per-owner *guardian* (a tiny
+    ///   `/bin/sh` process started once, on first use) that, on seeing the owner die, writes
+    ///   `cgroup.kill` into every cgroup the owner still had (or kills the registered process
+    ///   groups on the fallback mechanism) and removes them. Nothing per run.
+    /// - Windows: already guaranteed: the Job Object handle closes with the owner
+    ///   (kill-on-close).
+    /// - macOS/BSD: best effort: the guardian kills the registered process groups; there is no
+    ///   `PDEATHSIG`, and a `setsid` descendant escapes the process group.
     pub fn kill_on_parent_death(mut self) -> Command {
         self.kill_on_parent_death = true;
         self

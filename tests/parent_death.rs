@@ -1,5 +1,7 @@
-//! `kill_on_parent_death`: when the owner is SIGKILLed (no destructor runs), its tree dies.
-#![cfg(target_os = "linux")] // PDEATHSIG is Linux; Windows gets it from the job handle closing.
+//! `kill_on_parent_death` means the whole tree dies with the owner, even when the owner is
+//! SIGKILLed (no destructor runs): the guardian kills every cgroup (or registered process
+//! group) the owner still had.
+#![cfg(target_os = "linux")] // PDEATHSIG + guardian; Windows gets this from the job handle closing.
 mod common;
 
 use common::*;
@@ -11,33 +13,83 @@ fn owner() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_pk-owner"))
 }
 
-#[test]
-fn direct_child_dies_with_a_sigkilled_owner() {
+/// Starts pk-owner, waits for its tree, SIGKILLs it, and returns (child, grandchild, setsid
+/// grandchild) pids plus the owner pid.
+fn kill_owner(env: &[(&str, &str)]) -> ([u32; 3], u32) {
     let dir = tempdir();
-    let mut o = std::process::Command::new(owner())
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = std::process::Command::new(owner());
+    cmd.arg(dir.path()).stdout(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut o = cmd.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(o.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready");
-    let child = read_pid_file(&dir.path().join("child.pid"), Duration::from_secs(5));
-    let grand = read_pid_file(&dir.path().join("grand.pid"), Duration::from_secs(5));
-    let setsid = read_pid_file(&dir.path().join("setsid.pid"), Duration::from_secs(5));
-    assert!(pid_alive(child));
+    let pid = |n: &str| read_pid_file(&dir.path().join(n), Duration::from_secs(5));
+    let tree = [pid("child.pid"), pid("grand.pid"), pid("setsid.pid")];
+    assert!(tree.iter().all(|p| pid_alive(*p)));
     o.kill().unwrap(); // SIGKILL: no Drop runs in the owner
     o.wait().unwrap();
-    assert_dead_within(&[child], Duration::from_secs(5));
-    // The grandchildren are the guardian's job (whole-tree parent death); clean them up here
-    // so this test never leaks, whatever that feature's state.
-    for p in [grand, setsid] {
+    (tree, o.id())
+}
+
+#[test]
+fn whole_tree_dies_with_a_sigkilled_owner() {
+    let (tree, owner_pid) = kill_owner(&[]);
+    // Child, background grandchild and setsid grandchild: all dead within a second.
+    let dead = wait_until(Duration::from_secs(1), || {
+        tree.iter().all(|p| !pid_alive(*p))
+    });
+    if !dead {
+        for p in tree {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &p.to_string()])
+                .status();
+        }
+    }
+    assert!(
+        dead,
+        "tree {tree:?} outlived its SIGKILLed owner by more than a second"
+    );
+    // The guardian also removed the owner's cgroups.
+    assert!(
+        wait_until(Duration::from_secs(5), || !owner_cgroups_exist(owner_pid)),
+        "the owner's cgroups were not removed"
+    );
+    remove_cgroups_of(owner_pid);
+}
+
+#[test]
+fn fallback_tree_dies_with_a_sigkilled_owner() {
+    let (tree, owner_pid) = kill_owner(&[("PROCESSKIT_MECHANISM", "process-group")]);
+    // The process-group mechanism reaches the child and its background grandchild; the setsid
+    // grandchild left the group (the documented weakness of that mechanism).
+    let dead = wait_until(Duration::from_secs(1), || {
+        tree[..2].iter().all(|p| !pid_alive(*p))
+    });
+    for p in tree {
         let _ = std::process::Command::new("kill")
             .args(["-9", &p.to_string()])
             .status();
     }
-    assert_dead_within(&[grand, setsid], Duration::from_secs(5));
-    remove_cgroups_of(o.id());
+    assert_dead_within(&tree, Duration::from_secs(5));
+    assert!(dead, "fallback tree {tree:?} outlived its owner");
+    remove_cgroups_of(owner_pid);
+}
+
+fn owner_cgroups_exist(pid: u32) -> bool {
+    let prefix = format!("pk-{pid}-");
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .any(|root| {
+            std::fs::read_dir(root)
+                .map(|rd| {
+                    rd.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                })
+                .unwrap_or(false)
+        })
 }

@@ -48,6 +48,21 @@ pub(crate) fn placement() -> Result<&'static Placement, &'static str> {
         .map_err(|s| s.as_str())
 }
 
+/// Every directory under which this owner's `pk-<pid>-*` cgroups can live (v2 parent and the
+/// v1 controller directories of a hybrid host), for the parent-death guardian.
+pub(crate) fn guarded_parents() -> Vec<PathBuf> {
+    let Ok(place) = placement() else {
+        return Vec::new();
+    };
+    let mut v = vec![place.parent.clone()];
+    for dir in place.layout.v1.values() {
+        if !v.contains(dir) {
+            v.push(dir.clone());
+        }
+    }
+    v
+}
+
 /// One cgroup v2 directory owned by a group.
 #[derive(Debug)]
 pub(crate) struct Cgroup {

@@ -69,6 +69,13 @@ impl Container {
 
     /// Spawns a child inside the container before it runs a single instruction of its program.
     pub(crate) fn spawn(&self, req: SpawnRequest) -> io::Result<super::Child> {
+        if req.kill_on_parent_death {
+            if let Container::Cgroup(_) = self {
+                // Whole-tree parent death: the guardian kills every `pk-<pid>-*` cgroup of ours
+                // when we die. Best effort: PDEATHSIG still covers the direct child without it.
+                let _ = super::unix::guardian::ensure(&cgroup::guarded_parents());
+            }
+        }
         each!(self, c => c.spawn(req))
     }
 

@@ -4,6 +4,7 @@
 //! On macOS and the BSDs this module is the whole backend (`imp`); on Linux it serves the
 //! process-group fallback and the spawn path of the cgroup backend.
 
+pub(crate) mod guardian;
 pub(crate) mod pgroup;
 
 use std::io;

@@ -24,6 +24,8 @@ enum Tracked {
 #[derive(Debug, Default)]
 pub(crate) struct Pgroup {
     tracked: Mutex<Vec<Tracked>>,
+    /// Process groups registered with the parent-death guardian.
+    guarded: Mutex<Vec<i32>>,
 }
 
 impl Pgroup {
@@ -47,6 +49,11 @@ impl Pgroup {
 
     /// Spawns a child as the leader of a new process group.
     pub(crate) fn spawn(&self, req: SpawnRequest) -> io::Result<crate::sys::Child> {
+        let guard = req.kill_on_parent_death;
+        if guard {
+            // Best effort: without the guardian, PDEATHSIG still covers the direct child.
+            let _ = super::guardian::ensure(&[]);
+        }
         let setup = ChildSetup {
             new_pgroup: true,
             setsid: req.setsid,
@@ -55,7 +62,15 @@ impl Pgroup {
             gid: req.gid,
             ..ChildSetup::default()
         };
-        self.spawn_with(req, setup)
+        let child = self.spawn_with(req, setup)?;
+        if guard {
+            super::guardian::register_pgroup(child.pid as i32);
+            self.guarded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(child.pid as i32);
+        }
+        Ok(child)
     }
 
     /// Spawns with an already prepared setup (the Linux backend adds cgroup fds).
@@ -201,5 +216,13 @@ pub(crate) fn limit_name(opts: &ContainerOptions) -> Option<&'static str> {
 impl Drop for Pgroup {
     fn drop(&mut self) {
         let _ = self.kill_all();
+        for pg in self
+            .guarded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            super::guardian::unregister_pgroup(pg);
+        }
     }
 }
