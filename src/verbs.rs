@@ -554,6 +554,24 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
             return Err(Error::invalid(&program, what, "must be greater than zero"));
         }
     }
+    for (knob, id) in [("uid", cmd.uid), ("gid", cmd.gid)] {
+        if id == Some(u32::MAX) {
+            return Err(Error::invalid(
+                &program,
+                knob,
+                "4294967295 (-1) is reserved and cannot be switched to",
+            ));
+        }
+    }
+    if let StdinKind::File(path) = &cmd.stdin.kind {
+        if path.is_dir() {
+            return Err(Error::io(
+                &program,
+                format!("opening stdin file {}", path.display()),
+                io::Error::new(io::ErrorKind::InvalidInput, "is a directory"),
+            ));
+        }
+    }
     if cfg!(not(unix)) {
         for (knob, set) in [
             ("uid", cmd.uid.is_some()),
