@@ -678,3 +678,50 @@ async fn hermetic_cancel_during_an_incarnation_never_restarts() {
         "the cancelled run left no result"
     );
 }
+
+#[cfg(feature = "tracing")]
+#[tokio::test(start_paused = true)]
+async fn tracing_one_event_per_restart_and_storm_pause_without_argv() {
+    use std::sync::Arc;
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+
+    let d = Double::new(vec![exit(1)]);
+    let out = Supervisor::new(never_spawned().arg("secret-token-value"))
+        .backoff(ms(10), 1.0)
+        .jitter(false)
+        .failure_threshold(2.0)
+        .storm_pause(Duration::from_secs(5))
+        .max_restarts(3)
+        .with_runner(&d)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(out.restarts, 3);
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        log.matches("restarting supervised child").count(),
+        3,
+        "{log}"
+    );
+    assert_eq!(log.matches("failure storm").count(), 1, "{log}");
+    assert!(!log.contains("secret-token-value"), "{log}");
+}
