@@ -725,3 +725,16 @@ async fn tracing_one_event_per_restart_and_storm_pause_without_argv() {
     assert_eq!(log.matches("failure storm").count(), 1, "{log}");
     assert!(!log.contains("secret-token-value"), "{log}");
 }
+
+#[tokio::test]
+async fn run_future_is_send_and_spawnable() {
+    let dir = tempdir();
+    let counter = dir.path().join("count");
+    let sup = quick(child(&["counter", p(&counter), ";", "exit", "1"])).max_restarts(1);
+    let out = tokio::spawn(async move { sup.run().await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.restarts, 1);
+    assert_eq!(read_count(&counter), 2);
+}
