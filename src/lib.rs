@@ -44,6 +44,7 @@ mod retry;
 mod runner;
 mod running;
 mod stdio;
+mod supervisor;
 mod sys;
 mod verbs;
 
@@ -57,6 +58,7 @@ pub use retry::{AttemptOutcome, RetryPolicy};
 pub use runner::{BoxFuture, JobRunner, ProcessRunner, ProcessRunnerExt};
 pub use running::{wait_any, LineStream, RunningProcess, StdinWriter};
 pub use stdio::{BufferPolicy, Encoding, OutputMode, Stdin};
+pub use supervisor::{RestartPolicy, StopReason, SupervisionOutcome, Supervisor};
 
 /// `StreamExt` from `tokio-stream`, for `.next()` on line streams.
 pub use tokio_stream::StreamExt;
