@@ -1,6 +1,8 @@
 //! Test helper: an *owner* process that uses processkit, so tests can kill the owner abruptly
 //! (SIGKILL) and check what happens to the tree it started.
 //!
+//! `pk-owner --print-mechanism` prints the mechanism a group gets here, then runs a child.
+//!
 //! `pk-owner DIR [--no-parent-death]`: starts `pk-child` (found next to this binary) with
 //! `kill_on_parent_death`, which writes `DIR/child.pid`, starts a background grandchild
 //! (`DIR/grand.pid`) and a `setsid` grandchild (`DIR/setsid.pid`), then sleeps. The owner prints
@@ -12,10 +14,26 @@ use std::time::{Duration, Instant};
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut args = std::env::args_os().skip(1);
-    let dir = PathBuf::from(
-        args.next()
-            .expect("usage: pk-owner DIR [--no-parent-death]"),
-    );
+    let first = args
+        .next()
+        .expect("usage: pk-owner DIR [--no-parent-death] | --print-mechanism");
+    if first == "--print-mechanism" {
+        // Which mechanism a group gets in this process (e.g. run as an unprivileged user),
+        // and proof that a run still works there.
+        let g = processkit::ProcessGroup::new().expect("group");
+        println!("{}", g.mechanism());
+        let child = std::env::current_exe()
+            .expect("current_exe")
+            .with_file_name(format!("pk-child{}", std::env::consts::EXE_SUFFIX));
+        let out = processkit::Command::new(child)
+            .args(["print", "run-ok"])
+            .run()
+            .await
+            .expect("run");
+        println!("{out}");
+        return;
+    }
+    let dir = PathBuf::from(first);
     let parent_death = args.next().is_none_or(|a| a != "--no-parent-death");
     let exe = std::env::current_exe().expect("current_exe");
     let child_exe = exe.with_file_name(format!("pk-child{}", std::env::consts::EXE_SUFFIX));
