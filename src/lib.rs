@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+mod cancel;
 mod command;
 mod error;
 mod group;
