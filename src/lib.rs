@@ -137,7 +137,8 @@ impl Command {
     /// Runs the command and returns its exit code.
     ///
     /// # Errors
-    /// [`Error::Timeout`] / [`Error::Signalled`] instead of an invented code; spawn errors.
+    /// [`Error::Timeout`] / [`Error::Signalled`] instead of an invented code;
+    /// [`Error::Cancelled`]; spawn errors.
     ///
     /// # Cancel safety
     /// Dropping the future kills the whole tree.
@@ -149,7 +150,7 @@ impl Command {
     ///
     /// # Errors
     /// [`Error::NonZeroExit`] for any other code; [`Error::Timeout`], [`Error::Signalled`],
-    /// spawn errors.
+    /// [`Error::Cancelled`], spawn errors.
     ///
     /// # Cancel safety
     /// Dropping the future kills the whole tree.

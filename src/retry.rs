@@ -85,7 +85,7 @@ type Classifier = Arc<dyn Fn(&AttemptOutcome<'_>) -> bool + Send + Sync>;
 ///     // A flaky network tool: retry its non-zero exits too.
 ///     .retry_if(|o| match o {
 ///         AttemptOutcome::Finished(r) => !r.success(),
-///         AttemptOutcome::Failed(_) => o.retryable_by_default(),
+///         _ => o.retryable_by_default(),
 ///     });
 /// let out = Command::new("curl")
 ///     .args(["-fsS", "https://example.com/health"])

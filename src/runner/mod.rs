@@ -97,7 +97,8 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// Runs `cmd`, requiring success; returns trimmed stdout.
     ///
     /// # Errors
-    /// [`Error::NonZeroExit`], [`Error::Timeout`], [`Error::Signalled`], plus spawn errors.
+    /// [`Error::NonZeroExit`], [`Error::Timeout`], [`Error::Signalled`] (each with the retry
+    /// attempt count), [`Error::Cancelled`], plus spawn errors.
     fn run<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<String>> + Send + 'a {
         async move {
             let r = self.output_string(cmd).await?;
@@ -127,7 +128,8 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// Runs `cmd` and returns its exit code.
     ///
     /// # Errors
-    /// [`Error::Timeout`] and [`Error::Signalled`] rather than an invented code; spawn errors.
+    /// [`Error::Timeout`] and [`Error::Signalled`] rather than an invented code;
+    /// [`Error::Cancelled`]; spawn errors.
     fn exit_code<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<i32>> + Send + 'a {
         async move {
             let r = crate::retry::output_with_retry(self, cmd).await?;
@@ -140,7 +142,7 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// Runs `cmd` as a yes/no question: exit 0 is `true`, 1 is `false`.
     ///
     /// # Errors
-    /// [`Error::NonZeroExit`] for any other code; timeout and signal errors as
+    /// [`Error::NonZeroExit`] for any other code; timeout, signal and cancellation errors as
     /// [`exit_code`](Self::exit_code).
     fn probe<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<bool>> + Send + 'a {
         async move {
