@@ -198,24 +198,47 @@ impl Command {
         self
     }
 
-    /// Bounds the run: at the deadline the whole tree is killed. The output verbs *capture* the
-    /// expiry ([`ProcessResult::timed_out`](crate::ProcessResult::timed_out)); `run` and
-    /// `exit_code` *raise* [`Error::Timeout`](crate::Error::Timeout). A zero duration is
+    /// Bounds the run: at the deadline the whole tree is killed (see
+    /// [`timeout_grace`](Self::timeout_grace) for a polite first step). The output verbs
+    /// *capture* the expiry ([`ProcessResult::timed_out`](crate::ProcessResult::timed_out), no
+    /// exit code, output so far kept); `run`, `exit_code`, `probe` and `first_line` *raise*
+    /// [`Error::Timeout`](crate::Error::Timeout). On a [`start`](Self::start) handle the
+    /// deadline ends the line streams and `wait` returns `None`. Under a retry policy each
+    /// attempt gets the full timeout. A zero duration is
     /// [`Error::InvalidInput`](crate::Error::InvalidInput).
+    ///
+    /// # Platform
+    /// For a run in a shared [`ProcessGroup`](crate::ProcessGroup), only the direct child is
+    /// killed (its siblings are not ours to touch); a private run loses its whole tree.
     pub fn timeout(mut self, timeout: Duration) -> Command {
         self.timeout = Some(timeout);
         self
     }
 
-    /// Makes the timeout graceful: at the deadline the tree gets `SIGTERM`, and `SIGKILL` only
-    /// after `grace` (default: immediate `SIGKILL`). On Windows the kill is immediate.
+    /// Makes the timeout graceful: at the deadline (or the inactivity limit) the tree gets
+    /// `SIGTERM`, and `SIGKILL` follows after `grace` unless the child exited first (then the
+    /// rest of a private tree is killed at once). Default: no grace, an immediate `SIGKILL`.
+    /// The run still counts as timed out even when the child exits cleanly on `SIGTERM`.
+    /// Without a timeout or an inactivity timeout this does nothing.
+    ///
+    /// # Platform
+    /// POSIX: `SIGTERM` goes to every process of a private run's container, or only to the
+    /// direct child of a run in a shared [`ProcessGroup`](crate::ProcessGroup). Windows has no
+    /// `SIGTERM`: the kill is immediate.
     pub fn timeout_grace(mut self, grace: Duration) -> Command {
         self.timeout_grace = Some(grace);
         self
     }
 
     /// Kills the tree when neither stdout nor stderr produced a byte for `idle`; reported like a
-    /// timeout.
+    /// timeout ([`ProcessResult::timed_out`](crate::ProcessResult::timed_out) /
+    /// [`Error::Timeout`](crate::Error::Timeout) naming `idle`), and graceful with
+    /// [`timeout_grace`](Self::timeout_grace). Combines with [`timeout`](Self::timeout):
+    /// whichever fires first ends the run. Only captured streams are watched: with both
+    /// streams inherited or discarded it fires `idle` after the spawn. On a
+    /// [`start`](Self::start) handle whose stdout stream nobody reads, a child blocked on the
+    /// full pipe is silent too. A zero duration is
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput).
     pub fn inactivity_timeout(mut self, idle: Duration) -> Command {
         self.inactivity_timeout = Some(idle);
         self
@@ -278,14 +301,26 @@ impl Command {
         self
     }
 
-    /// Re-runs the command per `policy` (each attempt in a fresh container).
+    /// Re-runs the command per `policy` (each attempt in a fresh container) in the
+    /// run-to-completion verbs; see [`RetryPolicy`](crate::RetryPolicy) for the backoff and
+    /// the classifier. The result's [`attempts`](crate::ProcessResult::attempts) (or
+    /// [`Error::attempts`](crate::Error::attempts)) says how many ran.
     pub fn retry(mut self, policy: crate::RetryPolicy) -> Command {
         self.retry = Some(policy);
         self
     }
 
-    /// Cancels the run when `token` is cancelled: the tree is killed and the verb returns
-    /// [`Error::Cancelled`](crate::Error::Cancelled). A token already cancelled spawns nothing.
+    /// Cancels the run when `token` is cancelled: the tree is killed and every consuming path
+    /// (each verb, [`RunningProcess::wait`](crate::RunningProcess::wait),
+    /// [`finish_streamed`](crate::RunningProcess::finish_streamed), the readiness probes)
+    /// returns [`Error::Cancelled`](crate::Error::Cancelled); a line stream simply ends.
+    /// Cancellation is always an error, never a captured outcome. A token already cancelled
+    /// spawns nothing. When the token and a timeout both land before the outcome is reported,
+    /// cancellation wins. A retry loop stops at once, mid-attempt or mid-backoff.
+    ///
+    /// # Platform
+    /// In a shared [`ProcessGroup`](crate::ProcessGroup) only the direct child is killed; its
+    /// siblings live on.
     #[cfg(feature = "cancellation")]
     pub fn cancel_on(mut self, token: tokio_util::sync::CancellationToken) -> Command {
         self.cancel = Some(token);

@@ -84,6 +84,9 @@ pub enum Error {
         stdout: String,
         /// Everything captured on stderr (the display shows a bounded head and tail).
         stderr: String,
+        /// How many attempts ran under the command's retry policy (1 without one); this is the
+        /// last one's exit.
+        attempts: u32,
     },
     /// The child was killed by a signal (POSIX) where success was required.
     Signalled {
@@ -95,6 +98,8 @@ pub enum Error {
         signal: i32,
         /// Everything captured on stderr.
         stderr: String,
+        /// How many attempts ran under the command's retry policy (1 without one).
+        attempts: u32,
     },
     /// The run's own [`Command::timeout`](crate::Command::timeout) expired; the tree was killed.
     Timeout {
@@ -108,6 +113,9 @@ pub enum Error {
         stdout: String,
         /// Stderr captured before the deadline.
         stderr: String,
+        /// How many attempts ran under the command's retry policy (1 without one); every one
+        /// of them may have timed out.
+        attempts: u32,
     },
     /// A readiness probe did not pass in time, or can no longer pass. The child is **not**
     /// killed.
@@ -195,6 +203,19 @@ impl Error {
         }
     }
 
+    /// How many attempts ran before this error, for the errors built from a finished run
+    /// ([`Error::NonZeroExit`], [`Error::Signalled`], [`Error::Timeout`]): more than 1 when the
+    /// command's [`RetryPolicy`](crate::RetryPolicy) re-ran it. `None` for the other variants
+    /// (a spawn error ends a retried run only once retrying stopped; its count is not kept).
+    pub fn attempts(&self) -> Option<u32> {
+        match self {
+            Error::NonZeroExit { attempts, .. }
+            | Error::Signalled { attempts, .. }
+            | Error::Timeout { attempts, .. } => Some(*attempts),
+            _ => None,
+        }
+    }
+
     /// Whether this error is a timeout of the run itself.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
@@ -260,6 +281,14 @@ fn write_stderr(f: &mut fmt::Formatter<'_>, stderr: &str) -> fmt::Result {
     write_bounded(f, stderr, STDERR_DISPLAY_LIMIT)
 }
 
+/// ` (after N attempts)` when a retry policy ran the command more than once.
+fn write_attempts(f: &mut fmt::Formatter<'_>, attempts: u32) -> fmt::Result {
+    if attempts > 1 {
+        write!(f, " (after {attempts} attempts)")?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -292,30 +321,36 @@ impl fmt::Display for Error {
                 command_line,
                 code,
                 stderr,
+                attempts,
                 ..
             } => {
                 write!(f, "`{command_line}` exited with code {code}")?;
+                write_attempts(f, *attempts)?;
                 write_stderr(f, stderr)
             }
             Error::Signalled {
                 command_line,
                 signal,
                 stderr,
+                attempts,
                 ..
             } => {
                 write!(f, "`{command_line}` was killed by signal {signal}")?;
+                write_attempts(f, *attempts)?;
                 write_stderr(f, stderr)
             }
             Error::Timeout {
                 command_line,
                 timeout,
                 stderr,
+                attempts,
                 ..
             } => {
                 write!(
                     f,
                     "`{command_line}` timed out after {timeout:?}; the process tree was killed"
                 )?;
+                write_attempts(f, *attempts)?;
                 write_stderr(f, stderr)
             }
             Error::NotReady { program, reason } => write!(f, "`{program}` not ready: {reason}"),
@@ -391,11 +426,31 @@ mod tests {
             code: 3,
             stdout: String::new(),
             stderr: format!("{}{}", "a".repeat(10_000), "END"),
+            attempts: 1,
         };
         let s = e.to_string();
         assert!(s.starts_with("`p x` exited with code 3"));
         assert!(s.contains("bytes elided"));
         assert!(s.ends_with("END"));
         assert!(s.len() < STDERR_DISPLAY_LIMIT + 200);
+    }
+
+    #[test]
+    fn display_names_attempts_only_when_retried() {
+        let e = |attempts| Error::Timeout {
+            program: "p".into(),
+            command_line: "p".into(),
+            timeout: Duration::from_secs(1),
+            stdout: String::new(),
+            stderr: String::new(),
+            attempts,
+        };
+        assert!(!e(1).to_string().contains("attempts"));
+        assert!(e(3).to_string().contains("(after 3 attempts)"));
+        assert_eq!(e(3).attempts(), Some(3));
+        let cancelled = Error::Cancelled {
+            program: "p".into(),
+        };
+        assert_eq!(cancelled.attempts(), None);
     }
 }

@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+mod cancel;
 mod command;
 mod error;
 mod group;
@@ -138,7 +139,8 @@ impl Command {
     /// Runs the command and returns its exit code.
     ///
     /// # Errors
-    /// [`Error::Timeout`] / [`Error::Signalled`] instead of an invented code; spawn errors.
+    /// [`Error::Timeout`] / [`Error::Signalled`] instead of an invented code;
+    /// [`Error::Cancelled`]; spawn errors.
     ///
     /// # Cancel safety
     /// Dropping the future kills the whole tree.
@@ -150,7 +152,7 @@ impl Command {
     ///
     /// # Errors
     /// [`Error::NonZeroExit`] for any other code; [`Error::Timeout`], [`Error::Signalled`],
-    /// spawn errors.
+    /// [`Error::Cancelled`], spawn errors.
     ///
     /// # Cancel safety
     /// Dropping the future kills the whole tree.

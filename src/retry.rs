@@ -9,24 +9,94 @@ use crate::result::ProcessResult;
 use crate::runner::ProcessRunner;
 use crate::Command;
 
-/// What one attempt produced, as seen by a retry classifier.
+/// What one attempt produced, as seen by a retry classifier
+/// ([`RetryPolicy::retry_if`]).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum AttemptOutcome<'a> {
-    /// The run finished (possibly with a non-zero exit or a timeout).
+    /// The run finished (possibly with a non-zero exit or a timeout): the attempt's full
+    /// result, stdout as raw bytes.
     Finished(&'a ProcessResult<Vec<u8>>),
-    /// The run failed to produce a result (spawn error, ...).
+    /// The run failed to produce a result (a spawn error, an I/O error, ...).
     Failed(&'a Error),
+}
+
+impl AttemptOutcome<'_> {
+    /// The default rule, for a classifier that extends it: a timed-out run,
+    /// [`Error::Spawn`] (the OS refused to start the program: too many open files, out of
+    /// memory, a busy executable, ...), [`Error::Io`] and [`Error::Timeout`] are retryable. A
+    /// finished run with any exit code is not, and neither is [`Error::NotFound`] (a missing
+    /// program does not appear by waiting) nor any invalid-input error.
+    ///
+    /// ```
+    /// use processkit::{AttemptOutcome, RetryPolicy};
+    ///
+    /// // Also retry exit code 75 (EX_TEMPFAIL).
+    /// let policy = RetryPolicy::new(4).retry_if(|o| {
+    ///     o.retryable_by_default()
+    ///         || matches!(o, AttemptOutcome::Finished(r) if r.code() == Some(75))
+    /// });
+    /// # let _ = policy;
+    /// ```
+    pub fn retryable_by_default(&self) -> bool {
+        match self {
+            AttemptOutcome::Finished(r) => r.timed_out(),
+            AttemptOutcome::Failed(e) => {
+                matches!(
+                    e,
+                    Error::Spawn { .. } | Error::Io { .. } | Error::Timeout { .. }
+                )
+            }
+        }
+    }
 }
 
 type Classifier = Arc<dyn Fn(&AttemptOutcome<'_>) -> bool + Send + Sync>;
 
-/// How a command is re-run when an attempt fails.
+/// How a command is re-run when an attempt fails ([`Command::retry`]).
 ///
-/// Attempt `n` (1-based) waits `min(base * multiplier^(n-1), max_backoff)` before attempt
-/// `n + 1`, scaled by a random factor in `[0.5, 1.0]` when jitter is on (the default). By default
-/// spawn errors and timeouts are retried; a non-zero exit is not, unless the classifier says so.
-/// Each attempt runs in a fresh container.
+/// * **Attempts**: at most [`attempts`](Self::attempts) runs in total; the verb reports the
+///   last one. [`ProcessResult::attempts`] and [`Error::attempts`] say how many ran.
+/// * **Backoff**: after attempt `n` (1-based) the loop waits
+///   `min(base * multiplier^(n-1), max_backoff)` ([`delay_for`](Self::delay_for)), scaled by a
+///   random factor in `[0.5, 1.0]` when jitter is on (the default), so a fleet of retrying
+///   callers does not stampede.
+/// * **Classifier**: by default spawn errors and timeouts are retried and a finished run is
+///   not, whatever its exit code ([`AttemptOutcome::retryable_by_default`]);
+///   [`retry_if`](Self::retry_if) replaces the rule. [`Error::Cancelled`] and invalid input are
+///   never retried.
+/// * **Isolation**: each attempt is a complete run of its own — through the `Command` verbs, a
+///   fresh private container; a timeout applies to each attempt separately.
+/// * **Cancellation** (`cancellation` feature): the token ends the loop at once, mid-attempt
+///   or mid-backoff, with [`Error::Cancelled`].
+///
+/// Retries apply to the run-to-completion verbs (`run`, `output_string`, `output_bytes`,
+/// `exit_code`, `probe`); `start` and `first_line` run once.
+///
+/// ```no_run
+/// use processkit::{AttemptOutcome, Command, RetryPolicy};
+/// use std::time::Duration;
+///
+/// # #[tokio::main]
+/// # async fn main() -> processkit::Result<()> {
+/// let policy = RetryPolicy::new(5)
+///     .backoff(Duration::from_millis(200), 2.0)
+///     .max_backoff(Duration::from_secs(5))
+///     // A flaky network tool: retry its non-zero exits too.
+///     .retry_if(|o| match o {
+///         AttemptOutcome::Finished(r) => !r.success(),
+///         _ => o.retryable_by_default(),
+///     });
+/// let out = Command::new("curl")
+///     .args(["-fsS", "https://example.com/health"])
+///     .timeout(Duration::from_secs(10))
+///     .retry(policy)
+///     .output_string()
+///     .await?;
+/// println!("{} after {} attempt(s)", out.code().unwrap_or(-1), out.attempts());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct RetryPolicy {
     pub(crate) attempts: u32,
@@ -51,8 +121,8 @@ impl fmt::Debug for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Up to `attempts` runs in total (at least 1), 100 ms base backoff doubling up to 10 s,
-    /// jitter on.
+    /// Up to `attempts` runs in total (0 is taken as 1), 100 ms base backoff doubling up to
+    /// 10 s, jitter on, the default classifier.
     pub fn new(attempts: u32) -> RetryPolicy {
         RetryPolicy {
             attempts: attempts.max(1),
@@ -64,7 +134,8 @@ impl RetryPolicy {
         }
     }
 
-    /// Sets the backoff: the first wait and its growth factor per attempt.
+    /// Sets the backoff: the first wait and its growth factor per attempt (a factor below 1 or
+    /// not finite is taken as 1: a constant backoff).
     pub fn backoff(mut self, base: Duration, multiplier: f64) -> RetryPolicy {
         self.base = base;
         self.multiplier = if multiplier.is_finite() && multiplier >= 1.0 {
@@ -75,7 +146,7 @@ impl RetryPolicy {
         self
     }
 
-    /// Caps a single wait.
+    /// Caps a single wait (default 10 s).
     pub fn max_backoff(mut self, max: Duration) -> RetryPolicy {
         self.max_backoff = max;
         self
@@ -87,7 +158,9 @@ impl RetryPolicy {
         self
     }
 
-    /// Decides which outcomes are retried (replacing the default rule).
+    /// Decides which outcomes are retried, replacing the default rule (extend it with
+    /// [`AttemptOutcome::retryable_by_default`]). It is called after every attempt but the last,
+    /// on the runner's task; keep it quick.
     pub fn retry_if(
         mut self,
         f: impl Fn(&AttemptOutcome<'_>) -> bool + Send + Sync + 'static,
@@ -107,15 +180,9 @@ impl RetryPolicy {
     }
 
     pub(crate) fn should_retry(&self, o: &AttemptOutcome<'_>) -> bool {
-        if let Some(c) = &self.classifier {
-            return c(o);
-        }
-        match o {
-            AttemptOutcome::Finished(r) => r.timed_out(),
-            AttemptOutcome::Failed(e) => matches!(
-                e,
-                Error::Spawn { .. } | Error::Io { .. } | Error::Timeout { .. }
-            ),
+        match &self.classifier {
+            Some(c) => c(o),
+            None => o.retryable_by_default(),
         }
     }
 }
@@ -155,6 +222,8 @@ pub(crate) async fn output_with_retry<R: ProcessRunner + ?Sized>(
     runner: &R,
     cmd: &Command,
 ) -> Result<ProcessResult<Vec<u8>>> {
+    // A pre-cancelled token spawns nothing, whatever the runner (doubles included).
+    crate::cancel::precheck(cmd)?;
     let Some(policy) = &cmd.retry else {
         return runner.output_bytes(cmd).await;
     };
@@ -179,7 +248,8 @@ pub(crate) async fn output_with_retry<R: ProcessRunner + ?Sized>(
         }
         #[cfg(feature = "tracing")]
         tracing::debug!(program = %cmd.program_name(), attempt = n, delay = ?d, "processkit: retrying");
-        tokio::time::sleep(d).await;
+        // Cancelling during the backoff ends the retry loop at once.
+        crate::cancel::sleep(cmd, d).await?;
         n += 1;
     }
 }

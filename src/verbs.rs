@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::group::{GroupInner, ProcessGroup};
 use crate::result::ProcessResult;
@@ -58,10 +59,8 @@ pub(crate) fn start_with(
 ) -> Result<RunningProcess> {
     let program = cmd.program_name();
     validate(cmd)?;
-    #[cfg(feature = "cancellation")]
-    if cmd.cancel_token().is_some_and(|t| t.is_cancelled()) {
-        return Err(Error::Cancelled { program });
-    }
+    // A token cancelled before the run starts: spawn nothing, create no container.
+    crate::cancel::precheck(cmd)?;
 
     let (owner, container_inner) = match scope {
         Scope::Private => {
@@ -188,7 +187,10 @@ pub(crate) fn start_with(
     };
     tokio::spawn(child_task(child.inner, exit_tx, ctl_rx, private.clone()));
 
-    let flags = Arc::new(RunFlags::default());
+    let flags = Arc::new(RunFlags {
+        cancel: Cancel::of(cmd),
+        ..RunFlags::default()
+    });
     let watchdog = spawn_watchdog(
         cmd,
         exit_rx.clone(),
@@ -239,7 +241,7 @@ async fn child_task(
             },
             c = ctl.recv(), if ctl_open => match c {
                 Some(Control::Kill) => { let _ = child.start_kill(); }
-                Some(Control::Term) => { let _ = term_direct(&mut child); }
+                Some(Control::Term) => { let _ = sys::request_stop(&mut child); }
                 None => {
                     // The handle is gone: the child must not outlive it.
                     ctl_open = false;
@@ -254,19 +256,16 @@ async fn child_task(
     let _ = exit_tx.send(Some(state));
 }
 
-#[cfg(unix)]
-fn term_direct(_child: &mut sys::ChildInner) -> io::Result<()> {
-    // The watchdog signals the tree itself; the direct-child polite stop is only needed for
-    // shared groups, where it goes through `signal_pid`.
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn term_direct(child: &mut sys::ChildInner) -> io::Result<()> {
-    child.start_kill()
-}
-
-/// Watches the deadline, the inactivity timer and the cancellation token.
+/// Watches the deadline, the inactivity timer and the cancellation token: the one place a run
+/// is ended from outside.
+///
+/// * Cancellation: flag, hard-kill (the tree of a private group, the direct child of a shared
+///   one), done. It is checked first, so a cancel that lands together with a deadline wins; a
+///   cancel during a timeout's grace period still flags the run cancelled and kills at once.
+/// * The deadline or the inactivity timer: flag `timed_out`, then either hard-kill at once (no
+///   grace) or ask politely ([`polite_stop`]) and hard-kill after the grace unless the child
+///   exits first.
+/// * The child's own exit ends the watch.
 fn spawn_watchdog(
     cmd: &Command,
     exit_rx: watch::Receiver<Option<ExitState>>,
@@ -275,83 +274,78 @@ fn spawn_watchdog(
     flags: Arc<RunFlags>,
     activity: Option<Arc<Activity>>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    #[cfg(feature = "cancellation")]
-    let token = cmd.cancel_token().cloned();
-    #[cfg(not(feature = "cancellation"))]
-    let token: Option<()> = None;
-    if cmd.timeout.is_none() && cmd.inactivity_timeout.is_none() && token.is_none() {
+    let cancel = Cancel::of(cmd);
+    if cmd.timeout.is_none() && cmd.inactivity_timeout.is_none() && !cancel.is_set() {
         return None;
     }
     let deadline = cmd.timeout.map(|t| tokio::time::Instant::now() + t);
-    let idle = cmd.inactivity_timeout;
+    let idle = cmd.inactivity_timeout.zip(activity);
     let grace = cmd.timeout_grace;
     Some(tokio::spawn(async move {
-        let hard_kill = |private: &Option<Arc<GroupInner>>| {
-            if let Some(g) = private {
+        let hard_kill = || {
+            if let Some(g) = &private {
                 let _ = g.kill_all();
             }
             let _ = ctl.send(Control::Kill);
         };
-        #[cfg(feature = "cancellation")]
-        let cancelled = async {
-            match &token {
-                Some(t) => t.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(feature = "cancellation"))]
-        let cancelled = std::future::pending::<()>();
+        let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
-        let idle_fired = async {
-            match (&activity, idle) {
-                (Some(a), Some(d)) => loop {
-                    let due = a.last() + d;
-                    if Instant::now() >= due {
-                        break;
-                    }
-                    tokio::time::sleep_until(due.into()).await;
-                },
-                _ => std::future::pending().await,
+        let expired = async {
+            let timed = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let idle_fired = async {
+                match &idle {
+                    Some((d, a)) => loop {
+                        let due = a.last() + *d;
+                        if Instant::now() >= due {
+                            break;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = timed => {}
+                _ = idle_fired => {}
             }
         };
-        tokio::pin!(idle_fired);
-        let timed = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(timed);
-        let mut rx1 = exit_rx.clone();
+        let mut rx = exit_rx.clone();
         let exited = async move {
-            let _ = rx1.wait_for(|s| s.is_some()).await;
+            let _ = rx.wait_for(|s| s.is_some()).await;
         };
         tokio::select! {
             biased;
             _ = &mut cancelled => {
                 flags.cancelled.store(true, Ordering::SeqCst);
-                hard_kill(&private);
+                hard_kill();
                 #[cfg(feature = "tracing")]
-                tracing::debug!("processkit: run cancelled; tree killed");
+                tracing::debug!("processkit: run cancelled; killed");
             }
             _ = exited => {}
-            _ = async { tokio::select! { _ = &mut timed => {}, _ = &mut idle_fired => {} } } => {
+            _ = expired => {
                 flags.timed_out.store(true, Ordering::SeqCst);
                 #[cfg(feature = "tracing")]
-                tracing::debug!("processkit: run timed out");
+                tracing::debug!(grace = ?grace, "processkit: run timed out");
                 if let Some(g) = grace {
                     polite_stop(&private, &ctl);
-                    let mut rx2 = exit_rx.clone();
+                    let mut rx = exit_rx.clone();
                     tokio::select! {
                         biased;
                         _ = &mut cancelled => {
                             flags.cancelled.store(true, Ordering::SeqCst);
+                            #[cfg(feature = "tracing")]
+                            tracing::debug!("processkit: run cancelled during the timeout grace");
                         }
-                        _ = async { let _ = rx2.wait_for(|s| s.is_some()).await; } => {}
+                        _ = rx.wait_for(|s| s.is_some()) => {}
                         _ = tokio::time::sleep(g) => {}
                     }
                 }
-                hard_kill(&private);
+                hard_kill();
             }
         }
     }))
@@ -379,7 +373,9 @@ pub(crate) async fn output_bytes(cmd: &Command, scope: Scope) -> Result<ProcessR
 
 /// Waits for a started run and builds its result.
 pub(crate) async fn collect(mut rp: RunningProcess) -> Result<ProcessResult<Vec<u8>>> {
-    let exit = rp.wait_exit().await?;
+    let exit = rp.wait_exit().await;
+    rp.check_cancelled()?;
+    let exit = exit?;
     rp.drain_after_exit().await;
     if let Some(t) = rp.stdin_task.take() {
         // The child is gone; a writer blocked on a full pipe now fails with EPIPE.
@@ -450,6 +446,7 @@ pub(crate) fn check_finished(r: &ProcessResult<String>, timeout: Option<Duration
             timeout: timeout.unwrap_or(r.duration),
             stdout: r.stdout.clone(),
             stderr: r.stderr.clone(),
+            attempts: r.attempts,
         });
     }
     if r.code.is_none() {
@@ -458,6 +455,7 @@ pub(crate) fn check_finished(r: &ProcessResult<String>, timeout: Option<Duration
             command_line: r.command_line(),
             signal: r.signal.unwrap_or(0),
             stderr: r.stderr.clone(),
+            attempts: r.attempts,
         });
     }
     Ok(())
@@ -471,6 +469,16 @@ pub(crate) fn non_zero(r: &ProcessResult<String>) -> Error {
         code: r.code.unwrap_or(-1),
         stdout: r.stdout.clone(),
         stderr: r.stderr.clone(),
+        attempts: r.attempts,
+    }
+}
+
+/// Which limit a timed-out run hit, for [`Error::Timeout`]'s `timeout`: the overall deadline
+/// when the run lasted that long, else the inactivity timeout.
+pub(crate) fn expired_limit(cmd: &Command, elapsed: Duration) -> Option<Duration> {
+    match (cmd.timeout, cmd.inactivity_timeout) {
+        (Some(t), Some(idle)) => Some(if elapsed >= t { t } else { idle }),
+        (t, idle) => t.or(idle),
     }
 }
 

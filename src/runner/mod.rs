@@ -118,11 +118,12 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// Runs `cmd`, requiring success; returns trimmed stdout.
     ///
     /// # Errors
-    /// [`Error::NonZeroExit`], [`Error::Timeout`], [`Error::Signalled`], plus spawn errors.
+    /// [`Error::NonZeroExit`], [`Error::Timeout`], [`Error::Signalled`] (each with the retry
+    /// attempt count), [`Error::Cancelled`], plus spawn errors.
     fn run<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<String>> + Send + 'a {
         async move {
             let r = self.output_string(cmd).await?;
-            verbs::check_finished(&r, cmd.timeout)?;
+            verbs::check_finished(&r, verbs::expired_limit(cmd, r.duration))?;
             if r.code != Some(0) {
                 return Err(verbs::non_zero(&r));
             }
@@ -148,12 +149,13 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// Runs `cmd` and returns its exit code.
     ///
     /// # Errors
-    /// [`Error::Timeout`] and [`Error::Signalled`] rather than an invented code; spawn errors.
+    /// [`Error::Timeout`] and [`Error::Signalled`] rather than an invented code;
+    /// [`Error::Cancelled`]; spawn errors.
     fn exit_code<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<i32>> + Send + 'a {
         async move {
             let r = crate::retry::output_with_retry(self, cmd).await?;
             let r = r.map_stdout(|_| String::new());
-            verbs::check_finished(&r, cmd.timeout)?;
+            verbs::check_finished(&r, verbs::expired_limit(cmd, r.duration))?;
             Ok(r.code.unwrap_or(-1))
         }
     }
@@ -161,13 +163,13 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// Runs `cmd` as a yes/no question: exit 0 is `true`, 1 is `false`.
     ///
     /// # Errors
-    /// [`Error::NonZeroExit`] for any other code; timeout and signal errors as
+    /// [`Error::NonZeroExit`] for any other code; timeout, signal and cancellation errors as
     /// [`exit_code`](Self::exit_code).
     fn probe<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<bool>> + Send + 'a {
         async move {
             let r = crate::retry::output_with_retry(self, cmd).await?;
             let r = verbs::to_string_result(r, crate::Encoding::Utf8Lossy)?;
-            verbs::check_finished(&r, cmd.timeout)?;
+            verbs::check_finished(&r, verbs::expired_limit(cmd, r.duration))?;
             match r.code {
                 Some(0) => Ok(true),
                 Some(1) => Ok(false),
@@ -192,23 +194,37 @@ pub trait ProcessRunnerExt: ProcessRunner {
     {
         async move {
             use tokio_stream::StreamExt as _;
+            // A double's `start` may not know about tokens: short-circuit here too.
+            crate::cancel::precheck(cmd)?;
             let mut rp = self.start(cmd).await?;
             let mut lines = rp.stdout_lines();
             while let Some(l) = lines.next().await {
                 if pred(&l) {
+                    // Dropping the handle kills the run.
                     return Ok(Some(l));
                 }
             }
+            drop(lines);
+            // Stdout closed without a match: the child exited, or was killed by its timeout or
+            // its token. Cancellation wins over everything else.
+            let exit = rp.wait_exit().await;
             rp.check_cancelled()?;
-            let _ = rp.wait_exit().await;
-            rp.check_cancelled()?;
+            exit?;
             if rp.flags.timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+                rp.drain_after_exit().await;
+                let stderr = rp
+                    .stderr
+                    .as_ref()
+                    .map(|p| String::from_utf8_lossy(&p.shared.take_capture().0).into_owned())
+                    .unwrap_or_default();
                 return Err(Error::Timeout {
                     program: rp.meta.program.clone(),
                     command_line: cmd.command_line(),
-                    timeout: cmd.timeout.unwrap_or_default(),
+                    timeout: verbs::expired_limit(cmd, rp.elapsed())
+                        .unwrap_or_else(|| rp.elapsed()),
                     stdout: String::new(),
-                    stderr: String::new(),
+                    stderr,
+                    attempts: 1,
                 });
             }
             Ok(None)

@@ -39,8 +39,7 @@ pub(crate) enum ExitState {
 pub(crate) enum Control {
     /// Hard-kill the direct child.
     Kill,
-    /// Send a polite termination request to the direct child.
-    #[allow(dead_code)]
+    /// Send a polite termination request (`SIGTERM`) to the direct child only.
     Term,
 }
 
@@ -49,6 +48,18 @@ pub(crate) enum Control {
 pub(crate) struct RunFlags {
     pub(crate) timed_out: AtomicBool,
     pub(crate) cancelled: AtomicBool,
+    /// The run's cancellation token, for [`RunFlags::is_cancelled`].
+    pub(crate) cancel: crate::cancel::Cancel,
+}
+
+impl RunFlags {
+    /// Whether the run ends as cancelled: the watchdog killed it for its token, or a deadline
+    /// and the token landed together (the run timed out and the token was cancelled by the time
+    /// the outcome is reported) — cancellation wins that race.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+            || (self.timed_out.load(Ordering::SeqCst) && self.cancel.is_cancelled())
+    }
 }
 
 /// Facts about a run that every finisher needs.
@@ -170,16 +181,16 @@ impl RunningProcess {
     /// on a full pipe while you wait.
     ///
     /// # Errors
-    /// [`Error::Cancelled`] when the run's cancellation token fired; [`Error::Io`] when the OS
-    /// wait fails.
+    /// [`Error::Cancelled`] when the run's cancellation token killed it (also when the token
+    /// fired together with the timeout); [`Error::Io`] when the OS wait fails.
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future loses nothing; wait again later.
     pub async fn wait(&mut self) -> Result<Option<i32>> {
         self.release_unread_stdout();
-        let st = self.wait_exit().await?;
+        let st = self.wait_exit().await;
         self.check_cancelled()?;
-        Ok(st.code)
+        Ok(st?.code)
     }
 
     /// Stdout not handed to a stream is switched to discard (nobody will read it).
@@ -195,7 +206,7 @@ impl RunningProcess {
     }
 
     pub(crate) fn check_cancelled(&self) -> Result<()> {
-        if self.flags.cancelled.load(Ordering::SeqCst) {
+        if self.flags.is_cancelled() {
             return Err(Error::Cancelled {
                 program: self.meta.program.clone(),
             });
@@ -247,14 +258,16 @@ impl RunningProcess {
     /// stdout was streamed (per the command's buffer policy).
     ///
     /// # Errors
-    /// [`Error::Cancelled`] when the run's token fired; [`Error::Io`] when waiting fails.
+    /// [`Error::Cancelled`] when the run's token killed it (the stream ended early because of
+    /// that); [`Error::Io`] when waiting fails.
     ///
     /// # Cancel safety
     /// Not cancel safe: dropping it mid-way may lose the stderr collected so far.
     pub async fn finish_streamed(mut self) -> Result<(Option<i32>, String)> {
         self.release_unread_stdout();
-        let st = self.wait_exit().await?;
+        let st = self.wait_exit().await;
         self.check_cancelled()?;
+        let st = st?;
         self.drain_after_exit_one(true).await;
         let stderr = match self.stderr.as_ref() {
             Some(p) => {
@@ -301,7 +314,8 @@ impl RunningProcess {
     ///
     /// # Errors
     /// [`Error::NotReady`] when no line matched within `deadline`, or stdout closed first (the
-    /// child exited). The child is **not** killed.
+    /// child exited). The child is **not** killed. [`Error::Cancelled`] when the run's token
+    /// killed it while waiting.
     ///
     /// # Cancel safety
     /// Cancel safe at line granularity: lines read before cancellation are consumed.
@@ -318,12 +332,15 @@ impl RunningProcess {
                 reason: "stdout is not captured or was already taken by stdout_lines()".into(),
             });
         };
+        let flags = self.flags.clone();
         let until = tokio::time::Instant::now() + deadline;
         loop {
             tokio::select! {
                 line = stream.next() => match line {
                     Some(l) if pred(&l) => return Ok(l),
                     Some(_) => continue,
+                    // The token killed the run: that, not readiness, is the story.
+                    None if flags.is_cancelled() => return Err(Error::Cancelled { program }),
                     None => return Err(Error::NotReady {
                         program,
                         reason: "stdout closed (the child exited) before a matching line".into(),
@@ -341,7 +358,7 @@ impl RunningProcess {
     ///
     /// # Errors
     /// [`Error::NotReady`] when `deadline` passes or the child exits first. The child is not
-    /// killed.
+    /// killed. [`Error::Cancelled`] when the run's token killed it while waiting.
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -365,7 +382,7 @@ impl RunningProcess {
     ///
     /// # Errors
     /// [`Error::NotReady`] when `deadline` passes or the child exits first. The child is not
-    /// killed.
+    /// killed. [`Error::Cancelled`] when the run's token killed it while waiting.
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -392,6 +409,7 @@ impl RunningProcess {
         let mut exit_rx = self.exit_rx.clone();
         loop {
             if exit_rx.borrow().is_some() {
+                self.check_cancelled()?;
                 return Err(Error::NotReady {
                     program: self.meta.program.clone(),
                     reason: format!("the child exited before {what} was ready"),

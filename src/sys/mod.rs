@@ -146,6 +146,20 @@ impl Child {
     }
 }
 
+/// Asks the direct child (only) to stop: `SIGTERM` on POSIX, so it can clean up; its
+/// descendants and the siblings in its container are not signalled. Windows has no polite stop
+/// for an arbitrary console process, so there it is the hard kill of that one process.
+pub(crate) fn request_stop(child: &mut ChildInner) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        child.start_term()
+    }
+    #[cfg(not(unix))]
+    {
+        child.start_kill()
+    }
+}
+
 /// Which error made container creation fail, so the facade can map it to a typed error.
 #[derive(Debug)]
 pub(crate) enum CreateError {

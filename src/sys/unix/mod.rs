@@ -198,6 +198,18 @@ impl Child {
         Ok(self.child.try_wait()?.map(exit_info))
     }
 
+    /// SIGTERM to the direct child only (its descendants and group siblings are untouched).
+    ///
+    /// A child that was already reaped is not signalled: its pid may belong to someone else by
+    /// now. Until it is reaped (tokio reaps only through this handle) the pid stays ours, even
+    /// as a zombie, so the signal cannot hit an unrelated process.
+    pub(crate) fn start_term(&mut self) -> io::Result<()> {
+        match self.child.id() {
+            Some(pid) => kill_pid(pid as i32, libc::SIGTERM),
+            None => Ok(()),
+        }
+    }
+
     /// SIGKILL to the direct child only.
     pub(crate) fn start_kill(&mut self) -> io::Result<()> {
         match self.child.start_kill() {

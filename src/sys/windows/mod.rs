@@ -25,11 +25,11 @@
 //!
 //! # Nested jobs
 //! Since Windows 8 / Server 2012 jobs nest. If this process already runs inside a job (a CI
-//! runner, Windows Terminal, a service host), our children start in that job too, and one that
-//! forbids breakaway would once have made `AssignProcessToJobObject` fail. With nesting our job
-//! simply becomes a child of it at the first assignment: every child then belongs to both, so
-//! it is still contained by ours and still killed when ours closes, and the outer job's limits
-//! keep applying on top of ours. The kernel's rule is that a process already in a job can only
+//! runner, Windows Terminal, a service host), our children start in that job too, and when
+//! that job forbids breakaway they cannot leave it. Nesting makes this harmless: at the first
+//! assignment our job becomes a child of that job, every child then belongs to both, so it is
+//! still contained by ours and still killed when ours closes, and the outer job's limits keep
+//! applying on top of ours. The kernel's rule is that a process already in a job can only
 //! join a job that is empty or already nested below the process's job, which is why
 //! [`Container::adopt`] can refuse a process from an unrelated job tree. (Windows 7 had no
 //! nesting and refused the assignment; the spawn then fails rather than run the child
