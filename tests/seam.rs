@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use common::{pk_child, tempdir};
 use processkit::{
-    cli_client, Command, Error, JobRunner, Primitive, ProcessGroup, ProcessRunner, ProcessRunnerExt,
-    RecordingRunner, Reply, Result, RetryPolicy, ScriptedRunner, Stdin, StreamExt,
+    cli_client, Command, Error, JobRunner, Primitive, ProcessGroup, ProcessRunner,
+    ProcessRunnerExt, RecordingRunner, Reply, Result, RetryPolicy, ScriptedRunner, Stdin,
+    StreamExt,
 };
 
 fn child(args: &[&str]) -> Command {
@@ -23,7 +24,16 @@ fn child(args: &[&str]) -> Command {
 const OK: &[&str] = &["print", "hello", ";", "eprint", "note"];
 const FAIL: &[&str] = &["eprint", "bad thing", ";", "exit", "3"];
 const NO: &[&str] = &["exit", "1"];
-const STREAM: &[&str] = &["print", "booting", ";", "print", "ready on 8080", ";", "print", "serving"];
+const STREAM: &[&str] = &[
+    "print",
+    "booting",
+    ";",
+    "print",
+    "ready on 8080",
+    ";",
+    "print",
+    "serving",
+];
 
 /// The verb contract every runner must honour, driven through `ProcessRunnerExt` and
 /// `ProcessRunner::start` only.
@@ -39,7 +49,10 @@ async fn verbs_contract(r: &impl ProcessRunner) {
     }
     // output_string: everything captured; a non-zero exit is data.
     let out = r.output_string(&child(OK)).await.unwrap();
-    assert_eq!((out.code(), out.stdout().as_str(), out.stderr()), (Some(0), "hello\n", "note\n"));
+    assert_eq!(
+        (out.code(), out.stdout().as_str(), out.stderr()),
+        (Some(0), "hello\n", "note\n")
+    );
     let out = r.output_string(&child(FAIL)).await.unwrap();
     assert_eq!(out.code(), Some(3));
     assert!(!out.success());
@@ -50,11 +63,20 @@ async fn verbs_contract(r: &impl ProcessRunner) {
     assert_eq!(r.exit_code(&child(FAIL)).await.unwrap(), 3);
     assert!(r.probe(&child(OK)).await.unwrap());
     assert!(!r.probe(&child(NO)).await.unwrap());
-    assert!(matches!(r.probe(&child(FAIL)).await, Err(Error::NonZeroExit { code: 3, .. })));
+    assert!(matches!(
+        r.probe(&child(FAIL)).await,
+        Err(Error::NonZeroExit { code: 3, .. })
+    ));
     // first_line.
-    let line = r.first_line(&child(STREAM), |l| l.starts_with("ready")).await.unwrap();
+    let line = r
+        .first_line(&child(STREAM), |l| l.starts_with("ready"))
+        .await
+        .unwrap();
     assert_eq!(line.as_deref(), Some("ready on 8080"));
-    assert_eq!(r.first_line(&child(OK), |l| l == "absent").await.unwrap(), None);
+    assert_eq!(
+        r.first_line(&child(OK), |l| l == "absent").await.unwrap(),
+        None
+    );
     // start: a live handle with the same streaming surface.
     let mut run = r.start(&child(STREAM)).await.unwrap();
     let ready = run
@@ -80,7 +102,10 @@ fn contract_script() -> ScriptedRunner {
         .on(argv(OK), Reply::ok("hello\n").with_stderr("note\n"))
         .on(argv(FAIL), Reply::fail(3, "bad thing\n"))
         .on(argv(NO), Reply::fail(1, ""))
-        .on(argv(STREAM), Reply::lines(["booting", "ready on 8080", "serving"]))
+        .on(
+            argv(STREAM),
+            Reply::lines(["booting", "ready on 8080", "serving"]),
+        )
 }
 
 #[tokio::test]
@@ -106,8 +131,13 @@ async fn recording_runner_honours_the_contract_and_records() {
     verbs_contract(&runner).await;
     let calls = runner.calls();
     assert_eq!(calls.len(), 12);
-    assert!(calls.iter().all(|c| c.program == pk_child().to_string_lossy()));
-    let starts = calls.iter().filter(|c| c.primitive == Primitive::Start).count();
+    assert!(calls
+        .iter()
+        .all(|c| c.program == pk_child().to_string_lossy()));
+    let starts = calls
+        .iter()
+        .filter(|c| c.primitive == Primitive::Start)
+        .count();
     assert_eq!(starts, 3, "two first_line calls and one start");
 
     // Routing facts: cwd, env names (never values), stdin.
@@ -138,7 +168,11 @@ async fn recording_runner_over_a_double_counts_retries() {
     let cmd = Command::new("tool")
         .arg("sync")
         .timeout(Duration::from_secs(5))
-        .retry(RetryPolicy::new(5).backoff(Duration::from_millis(1), 1.0).jitter(false));
+        .retry(
+            RetryPolicy::new(5)
+                .backoff(Duration::from_millis(1), 1.0)
+                .jitter(false),
+        );
     let out = runner.output_string(&cmd).await.unwrap();
     assert_eq!((out.stdout().as_str(), out.attempts()), ("synced\n", 3));
     assert_eq!(runner.len(), 3, "one invocation per attempt");
@@ -157,18 +191,35 @@ async fn scripted_miss_is_a_clear_error_listing_the_script() {
     assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
     assert_eq!(err.program(), "git");
     let msg = err.to_string();
-    for needle in ["git push --force", "`git status`", "`git log ...`", "`when` predicate"] {
+    for needle in [
+        "git push --force",
+        "`git status`",
+        "`git log ...`",
+        "`when` predicate",
+    ] {
         assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
     }
     // A miss is never retried.
     let cmd = Command::new("git").arg("fetch").retry(RetryPolicy::new(5));
-    assert!(matches!(runner.output_string(&cmd).await, Err(Error::InvalidInput { .. })));
+    assert!(matches!(
+        runner.output_string(&cmd).await,
+        Err(Error::InvalidInput { .. })
+    ));
     // Exact means exact; a prefix is element-wise.
-    assert!(runner.run(&Command::new("git").args(["status", "-s"])).await.is_err());
-    assert!(runner.run(&Command::new("git").args(["log", "-n", "1"])).await.is_ok());
+    assert!(runner
+        .run(&Command::new("git").args(["status", "-s"]))
+        .await
+        .is_err());
+    assert!(runner
+        .run(&Command::new("git").args(["log", "-n", "1"]))
+        .await
+        .is_ok());
     assert!(runner.run(&Command::new("git").arg("logs")).await.is_err());
     // The program matches by file name.
-    assert!(runner.run(&Command::new("/usr/bin/git").arg("status")).await.is_ok());
+    assert!(runner
+        .run(&Command::new("/usr/bin/git").arg("status"))
+        .await
+        .is_ok());
     assert_eq!(runner.unused(), ["a `when` predicate"]);
 }
 
@@ -183,11 +234,21 @@ async fn scripted_sequences_handlers_and_spawn_failures() {
         .fallback(Reply::lines(["a", "b"]));
     assert!(!runner.probe(&Command::new("probe")).await.unwrap());
     assert!(runner.probe(&Command::new("probe")).await.unwrap());
-    assert!(runner.probe(&Command::new("probe")).await.unwrap(), "the last reply repeats");
-    assert!(matches!(runner.run(&Command::new("missing")).await, Err(Error::NotFound { .. })));
-    assert!(matches!(runner.run(&Command::new("sig")).await, Err(Error::Signalled { signal: 9, .. })));
+    assert!(
+        runner.probe(&Command::new("probe")).await.unwrap(),
+        "the last reply repeats"
+    );
+    assert!(matches!(
+        runner.run(&Command::new("missing")).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        runner.run(&Command::new("sig")).await,
+        Err(Error::Signalled { signal: 9, .. })
+    ));
     // Line handlers run on the same pumps.
-    let cmd = Command::new("anything").on_stdout_line(move |l| sink.lock().unwrap().push(l.to_owned()));
+    let cmd =
+        Command::new("anything").on_stdout_line(move |l| sink.lock().unwrap().push(l.to_owned()));
     assert_eq!(runner.run(&cmd).await.unwrap(), "a\nb");
     assert_eq!(*seen.lock().unwrap(), ["a", "b"]);
     assert_eq!(runner.answered(), 6);
@@ -201,10 +262,15 @@ async fn scripted_start_drives_wait_for_line() {
             .with_stderr("warn: dev mode\n")
             .with_line_delay(Duration::from_millis(100)),
     );
-    let mut run = runner.start(&Command::new("server").arg("serve")).await.unwrap();
+    let mut run = runner
+        .start(&Command::new("server").arg("serve"))
+        .await
+        .unwrap();
     assert_eq!(run.pid(), 0);
     // Too short a deadline: not ready yet, and the run is not killed.
-    let early = run.wait_for_line(|l| l.contains("listening"), Duration::from_millis(150)).await;
+    let early = run
+        .wait_for_line(|l| l.contains("listening"), Duration::from_millis(150))
+        .await;
     assert!(matches!(early, Err(Error::NotReady { .. })), "{early:?}");
     let line = run
         .wait_for_line(|l| l.contains("listening"), Duration::from_secs(5))
@@ -219,10 +285,13 @@ async fn scripted_start_drives_wait_for_line() {
 
 #[tokio::test(start_paused = true)]
 async fn scripted_pending_obeys_kill_and_timeout() {
-    let runner = ScriptedRunner::new().fallback(Reply::lines(["listening"]).with_exit_delay(Duration::from_secs(3600)));
+    let runner = ScriptedRunner::new()
+        .fallback(Reply::lines(["listening"]).with_exit_delay(Duration::from_secs(3600)));
     // A long-lived scripted server: ready, then killed by the caller.
     let mut run = runner.start(&Command::new("srv")).await.unwrap();
-    run.wait_for_line(|l| l == "listening", Duration::from_secs(1)).await.unwrap();
+    run.wait_for_line(|l| l == "listening", Duration::from_secs(1))
+        .await
+        .unwrap();
     assert!(!run.has_exited());
     run.kill().await.unwrap();
     assert_eq!(run.wait().await.unwrap(), None, "killed: no exit code");
@@ -236,7 +305,10 @@ async fn scripted_pending_obeys_kill_and_timeout() {
     assert!(matches!(err, Error::Timeout { timeout, .. } if timeout == Duration::from_secs(2)));
     // A scripted timeout reply reports the command's own deadline too.
     let t = ScriptedRunner::new().fallback(Reply::timeout());
-    let err = t.exit_code(&Command::new("x").timeout(Duration::from_secs(7))).await.unwrap_err();
+    let err = t
+        .exit_code(&Command::new("x").timeout(Duration::from_secs(7)))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Timeout { timeout, .. } if timeout == Duration::from_secs(7)));
 }
 
@@ -252,10 +324,15 @@ async fn scripted_pending_obeys_cancellation() {
     });
     tokio::task::yield_now().await;
     token.cancel();
-    let r = tokio::time::timeout(Duration::from_secs(10), job).await.unwrap().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), job)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(r, Err(Error::Cancelled { .. })), "{r:?}");
     // Already cancelled: nothing starts.
-    let r = runner.start(&Command::new("x").cancel_on(token.clone())).await;
+    let r = runner
+        .start(&Command::new("x").cancel_on(token.clone()))
+        .await;
     assert!(matches!(r, Err(Error::Cancelled { .. })));
 }
 
@@ -269,15 +346,22 @@ cli_client!(
 
 impl<R: ProcessRunner> Git<R> {
     async fn head(&self, dir: &Path) -> Result<String> {
-        self.core.run(self.core.command_in(dir, ["rev-parse", "HEAD"])).await
+        self.core
+            .run(self.core.command_in(dir, ["rev-parse", "HEAD"]))
+            .await
     }
 
     async fn is_clean(&self, dir: &Path) -> Result<bool> {
-        self.core.probe(self.core.command_in(dir, ["diff", "--quiet"])).await
+        self.core
+            .probe(self.core.command_in(dir, ["diff", "--quiet"]))
+            .await
     }
 
     async fn branches(&self) -> Result<Vec<String>> {
-        let out = self.core.run(self.core.command(["branch", "--format=%(refname:short)"])).await?;
+        let out = self
+            .core
+            .run(self.core.command(["branch", "--format=%(refname:short)"]))
+            .await?;
         Ok(out.lines().map(str::to_owned).collect())
     }
 }
@@ -287,7 +371,10 @@ async fn cli_client_wrapper_with_a_scripted_runner() {
     let script = ScriptedRunner::new()
         .on(["git", "rev-parse", "HEAD"], Reply::ok("0123abcd\n"))
         .on(["git", "diff", "--quiet"], Reply::fail(1, ""))
-        .on(["git", "branch", "--format=%(refname:short)"], Reply::lines(["main", "topic"]));
+        .on(
+            ["git", "branch", "--format=%(refname:short)"],
+            Reply::lines(["main", "topic"]),
+        );
     let git = Git::with_runner(RecordingRunner::new(script))
         .default_env("GIT_TERMINAL_PROMPT", "0")
         .default_timeout(Duration::from_secs(30));
@@ -300,10 +387,15 @@ async fn cli_client_wrapper_with_a_scripted_runner() {
     assert_eq!(calls.len(), 3);
     assert_eq!(calls[0].args_str(), ["rev-parse", "HEAD"]);
     assert_eq!(calls[0].cwd.as_deref(), Some(repo));
-    assert!(calls.iter().all(|c| c.program == "git" && c.has_env("GIT_TERMINAL_PROMPT")));
+    assert!(calls
+        .iter()
+        .all(|c| c.program == "git" && c.has_env("GIT_TERMINAL_PROMPT")));
     assert_eq!(calls[2].cwd, None);
     // The default timeout is on every built command.
-    assert_eq!(git.core.command(["x"]).get_timeout(), Some(Duration::from_secs(30)));
+    assert_eq!(
+        git.core.command(["x"]).get_timeout(),
+        Some(Duration::from_secs(30))
+    );
 
     // The real-runner constructor exists and names the program.
     let real = Git::new();
@@ -312,8 +404,11 @@ async fn cli_client_wrapper_with_a_scripted_runner() {
 
 #[tokio::test]
 async fn cli_client_default_timeout_applies_to_foreign_commands() {
-    let client = processkit::CliClient::with_runner("hang", ScriptedRunner::new().fallback(Reply::pending()))
-        .default_timeout(Duration::from_millis(50));
+    let client = processkit::CliClient::with_runner(
+        "hang",
+        ScriptedRunner::new().fallback(Reply::pending()),
+    )
+    .default_timeout(Duration::from_millis(50));
     // A command the client did not build still gets the client's deadline.
     let err = client.run(&Command::new("hang")).await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
@@ -327,7 +422,10 @@ async fn cli_client_default_cancel_on_cancels_in_flight_commands() {
     // The spec's usage compiles.
     let _gh = CliClient::new("gh").default_cancel_on(token.child_token());
 
-    let git = Arc::new(Git::with_runner(ScriptedRunner::new().fallback(Reply::pending())).default_cancel_on(token.child_token()));
+    let git = Arc::new(
+        Git::with_runner(ScriptedRunner::new().fallback(Reply::pending()))
+            .default_cancel_on(token.child_token()),
+    );
     let dir = tempdir();
     let job = tokio::spawn({
         let (git, dir) = (git.clone(), dir.path().to_owned());
@@ -336,18 +434,31 @@ async fn cli_client_default_cancel_on_cancels_in_flight_commands() {
     // A command not built by the client is covered as well.
     let foreign = tokio::spawn({
         let git = git.clone();
-        async move { git.core.output_string(Command::new("git").arg("fetch")).await }
+        async move {
+            git.core
+                .output_string(Command::new("git").arg("fetch"))
+                .await
+        }
     });
     tokio::task::yield_now().await;
     token.cancel();
-    let r = tokio::time::timeout(Duration::from_secs(10), job).await.unwrap().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), job)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(r, Err(Error::Cancelled { .. })), "{r:?}");
-    let r = tokio::time::timeout(Duration::from_secs(10), foreign).await.unwrap().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), foreign)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(r, Err(Error::Cancelled { .. })), "{r:?}");
 
     // With a real program and the token already cancelled: nothing is spawned.
     let real = CliClient::new(pk_child()).default_cancel_on(token.child_token());
-    assert!(matches!(real.run(real.command(["sleep-forever"])).await, Err(Error::Cancelled { .. })));
+    assert!(matches!(
+        real.run(real.command(["sleep-forever"])).await,
+        Err(Error::Cancelled { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,7 +475,10 @@ async fn mock_runner_honours_the_contract() {
         .withf(move |cmd| cmd.get_program().to_string_lossy() == prog)
         .times(9)
         .returning(|cmd| {
-            let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+            let args: Vec<String> = cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let program = cmd.get_program().to_string_lossy().into_owned();
             Ok(if args == OK {
@@ -377,7 +491,10 @@ async fn mock_runner_honours_the_contract() {
         });
     // A live handle for `start`: a canned reply played through the scripted pumps.
     mock.expect_start().times(3).returning(|cmd| {
-        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let reply = if args == STREAM {
             Reply::lines(["booting", "ready on 8080", "serving"])
         } else {
@@ -415,7 +532,9 @@ mod record {
     #[tokio::test]
     async fn replay_spawns_nothing_and_never_stores_env_values() {
         let dir = tempdir();
-        let tool = dir.path().join(if cfg!(windows) { "tool.exe" } else { "tool" });
+        let tool = dir
+            .path()
+            .join(if cfg!(windows) { "tool.exe" } else { "tool" });
         std::fs::copy(pk_child(), &tool).unwrap();
         let cassette = dir.path().join("tool.json");
         let cmd = Command::new(&tool)
@@ -430,18 +549,26 @@ mod record {
         std::fs::remove_file(&tool).unwrap();
 
         let text = std::fs::read_to_string(&cassette).unwrap();
-        assert!(!text.contains("hunter2"), "env value leaked into the cassette: {text}");
+        assert!(
+            !text.contains("hunter2"),
+            "env value leaked into the cassette: {text}"
+        );
         assert!(text.contains("\"API_TOKEN\""), "env names are kept: {text}");
         assert!(text.contains("\"version\": 1"));
         // Only the cassette is left: the temporary file was renamed into place.
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["tool.json"]);
 
         // A real run of the deleted program fails...
         assert!(matches!(cmd.run().await, Err(Error::NotFound { .. })));
         // ...while replay answers, with a different env value even (env is not matched).
         let replay = RecordReplayRunner::replay(&cassette).unwrap();
-        let cmd2 = Command::new(&tool).args(["print", "deployed"]).env("API_TOKEN", "other");
+        let cmd2 = Command::new(&tool)
+            .args(["print", "deployed"])
+            .env("API_TOKEN", "other");
         assert_eq!(replay.run(&cmd2).await.unwrap(), live);
         // A replayed start streams the recorded stdout through the real pumps.
         let mut run = replay.start(&cmd2).await.unwrap();
@@ -481,16 +608,25 @@ mod record {
     async fn misses_are_strict_errors_naming_the_invocation_and_file() {
         let dir = tempdir();
         let cassette = dir.path().join("m.json");
-        let rec = RecordReplayRunner::record(&cassette, ScriptedRunner::new().fallback(Reply::ok("x\n")));
+        let rec =
+            RecordReplayRunner::record(&cassette, ScriptedRunner::new().fallback(Reply::ok("x\n")));
         rec.run(&Command::new("git").arg("status")).await.unwrap();
         rec.save().unwrap();
         let replay = RecordReplayRunner::replay(&cassette).unwrap();
-        assert_eq!(replay.run(&Command::new("git").arg("status")).await.unwrap(), "x");
+        assert_eq!(
+            replay
+                .run(&Command::new("git").arg("status"))
+                .await
+                .unwrap(),
+            "x"
+        );
 
         let misses = [
             Command::new("git").arg("log"),
             Command::new("git").arg("status").current_dir(dir.path()),
-            Command::new("git").arg("status").stdin(Stdin::from_string("in")),
+            Command::new("git")
+                .arg("status")
+                .stdin(Stdin::from_string("in")),
             Command::new("hg").arg("status"),
         ];
         for cmd in &misses {
@@ -519,15 +655,38 @@ mod record {
                 Error::Io { source, .. } => assert_eq!(source.kind(), kind, "{msg}"),
                 other => panic!("expected Error::Io, got {other:?}"),
             }
-            assert!(msg.contains(&path.display().to_string()), "file not named: {msg}");
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "file not named: {msg}"
+            );
             assert!(msg.contains(needle), "{needle:?} missing: {msg}");
         };
         use std::io::ErrorKind::{InvalidData, NotFound};
         check("missing.json", None, NotFound, "reading cassette");
-        check("garbage.json", Some("{\"version\": 1, \"entries\": [ {\"prog"), InvalidData, "invalid JSON");
-        check("array.json", Some("[1, 2]"), InvalidData, "expected a JSON object");
-        check("noversion.json", Some("{\"entries\": []}"), InvalidData, "no `version`");
-        check("future.json", Some("{\"version\": 99, \"entries\": []}"), InvalidData, "version 99");
+        check(
+            "garbage.json",
+            Some("{\"version\": 1, \"entries\": [ {\"prog"),
+            InvalidData,
+            "invalid JSON",
+        );
+        check(
+            "array.json",
+            Some("[1, 2]"),
+            InvalidData,
+            "expected a JSON object",
+        );
+        check(
+            "noversion.json",
+            Some("{\"entries\": []}"),
+            InvalidData,
+            "no `version`",
+        );
+        check(
+            "future.json",
+            Some("{\"version\": 99, \"entries\": []}"),
+            InvalidData,
+            "version 99",
+        );
         check(
             "badentry.json",
             Some("{\"version\": 1, \"entries\": [{\"program\": 5}]}"),
@@ -535,15 +694,22 @@ mod record {
             "corrupt cassette",
         );
         // A valid empty cassette loads.
-        std::fs::write(dir.path().join("empty.json"), "{\"version\": 1, \"entries\": []}").unwrap();
-        assert!(RecordReplayRunner::replay(dir.path().join("empty.json")).unwrap().is_empty());
+        std::fs::write(
+            dir.path().join("empty.json"),
+            "{\"version\": 1, \"entries\": []}",
+        )
+        .unwrap();
+        assert!(RecordReplayRunner::replay(dir.path().join("empty.json"))
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]
     async fn timed_out_runs_replay_as_timeouts() {
         let dir = tempdir();
         let cassette = dir.path().join("t.json");
-        let cmd = child(&["print", "partial", ";", "sleep-forever"]).timeout(Duration::from_millis(300));
+        let cmd =
+            child(&["print", "partial", ";", "sleep-forever"]).timeout(Duration::from_millis(300));
         let rec = RecordReplayRunner::record(&cassette, JobRunner::new());
         let live = rec.output_string(&cmd).await.unwrap();
         assert!(live.timed_out());
@@ -648,7 +814,10 @@ mod tracing_events {
 
     fn events(text: &str, step: &str) -> Vec<String> {
         let needle = format!("event=\"{step}\"");
-        text.lines().filter(|l| l.contains(&needle)).map(str::to_owned).collect()
+        text.lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect()
     }
 
     #[tokio::test]
@@ -670,25 +839,42 @@ mod tracing_events {
             RetryPolicy::new(5)
                 .backoff(Duration::from_millis(1), 1.0)
                 .jitter(false)
-                .retry_if(|o| matches!(o, processkit::AttemptOutcome::Finished(r) if r.code() != Some(0))),
+                .retry_if(
+                    |o| matches!(o, processkit::AttemptOutcome::Finished(r) if r.code() != Some(0)),
+                ),
         );
         JobRunner::new().run(&flaky).await.unwrap();
         // A scripted run emits the same events with pid 0.
-        ScriptedRunner::new().fallback(Reply::ok("")).run(&Command::new("scripted-tool")).await.unwrap();
+        ScriptedRunner::new()
+            .fallback(Reply::ok(""))
+            .run(&Command::new("scripted-tool"))
+            .await
+            .unwrap();
 
         let text = captured();
         assert!(!text.contains(secret_arg), "argv leaked: {text}");
-        assert!(!text.contains("env-secret-456") && !text.contains("SECRET_ENV"), "env leaked: {text}");
+        assert!(
+            !text.contains("env-secret-456") && !text.contains("SECRET_ENV"),
+            "env leaked: {text}"
+        );
         let program = pk_child().to_string_lossy().into_owned();
 
         let spawns = events(&text, "spawn");
         assert_eq!(spawns.len(), 1 + 1 + 3 + 1, "{text}");
         assert!(spawns.iter().all(|l| l.contains("pid=")));
-        assert!(spawns.iter().any(|l| l.contains("pid=0") && l.contains("scripted-tool")));
+        assert!(spawns
+            .iter()
+            .any(|l| l.contains("pid=0") && l.contains("scripted-tool")));
         let exits = events(&text, "exit");
         assert_eq!(exits.len(), spawns.len(), "one exit per spawn: {text}");
-        assert!(exits.iter().all(|l| l.contains("duration_ms=") && l.contains("outcome=")));
-        assert!(exits[0].contains(&program) && exits[0].contains("outcome=exited 0"), "{}", exits[0]);
+        assert!(exits
+            .iter()
+            .all(|l| l.contains("duration_ms=") && l.contains("outcome=")));
+        assert!(
+            exits[0].contains(&program) && exits[0].contains("outcome=exited 0"),
+            "{}",
+            exits[0]
+        );
         assert!(exits[1].contains("outcome=timed out"), "{}", exits[1]);
         let timeouts = events(&text, "timeout");
         assert_eq!(timeouts.len(), 1, "{text}");
@@ -715,7 +901,10 @@ mod tracing_events {
         let text = captured();
         let cancels = events(&text, "cancel");
         assert_eq!(cancels.len(), 1, "{text}");
-        assert!(events(&text, "exit")[0].contains("outcome=cancelled"), "{text}");
+        assert!(
+            events(&text, "exit")[0].contains("outcome=cancelled"),
+            "{text}"
+        );
     }
 }
 

@@ -53,7 +53,10 @@ mockall::mock! {
 }
 
 impl ProcessRunner for MockRunner {
-    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_bytes<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         let r = Calls::output_bytes(self, cmd);
         Box::pin(std::future::ready(r))
     }

@@ -112,7 +112,10 @@ impl Entry {
         env.dedup();
         let (stdout, stdout_bytes) = match std::str::from_utf8(&r.stdout) {
             Ok(s) => (s.to_owned(), None),
-            Err(_) => (String::from_utf8_lossy(&r.stdout).into_owned(), Some(r.stdout.clone())),
+            Err(_) => (
+                String::from_utf8_lossy(&r.stdout).into_owned(),
+                Some(r.stdout.clone()),
+            ),
         };
         Entry {
             program: key.program,
@@ -191,13 +194,18 @@ impl Cassette {
         let path = path.as_ref();
         let context = || format!("reading cassette {}", path.display());
         let bytes = std::fs::read(path).map_err(|e| Error::io("", context(), e))?;
-        Cassette::parse(&bytes)
-            .map_err(|msg| Error::io("", context(), io::Error::new(io::ErrorKind::InvalidData, msg)))
+        Cassette::parse(&bytes).map_err(|msg| {
+            Error::io(
+                "",
+                context(),
+                io::Error::new(io::ErrorKind::InvalidData, msg),
+            )
+        })
     }
 
     fn parse(json: &[u8]) -> std::result::Result<Cassette, String> {
-        let value: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| format!("not a processkit cassette (invalid JSON: {e})"))?;
+        let value: serde_json::Value = serde_json::from_slice(json)
+            .map_err(|e| format!("not a processkit cassette (invalid JSON: {e})"))?;
         let Some(obj) = value.as_object() else {
             return Err("not a processkit cassette (expected a JSON object)".into());
         };
@@ -308,7 +316,10 @@ impl std::fmt::Debug for RecordReplayRunner {
 impl RecordReplayRunner {
     /// Records every run of `inner` for the cassette at `path` (written by
     /// [`save`](Self::save), or on drop).
-    pub fn record(path: impl Into<PathBuf>, inner: impl ProcessRunner + 'static) -> RecordReplayRunner {
+    pub fn record(
+        path: impl Into<PathBuf>,
+        inner: impl ProcessRunner + 'static,
+    ) -> RecordReplayRunner {
         RecordReplayRunner {
             path: path.into(),
             mode: Mode::Record(Box::new(inner)),
@@ -426,7 +437,10 @@ impl RecordReplayRunner {
 }
 
 impl ProcessRunner for RecordReplayRunner {
-    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_bytes<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         Box::pin(async move {
             match &self.mode {
                 Mode::Record(inner) => {
@@ -468,9 +482,12 @@ impl Drop for RecordReplayRunner {
 /// readers see the old file or the new one, never a partial one.
 fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the cassette path has no file name"))?;
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the cassette path has no file name",
+        )
+    })?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -133,7 +133,10 @@ impl<R: ProcessRunner> RecordingRunner<R> {
             _ => panic!(
                 "RecordingRunner: expected exactly one invocation, got {}: {:?}",
                 calls.len(),
-                calls.iter().map(Invocation::command_line).collect::<Vec<_>>()
+                calls
+                    .iter()
+                    .map(Invocation::command_line)
+                    .collect::<Vec<_>>()
             ),
         }
     }
@@ -162,7 +165,10 @@ impl<R: ProcessRunner> RecordingRunner<R> {
 }
 
 impl<R: ProcessRunner> ProcessRunner for RecordingRunner<R> {
-    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_bytes<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         self.record(cmd, Primitive::OutputBytes);
         self.inner.output_bytes(cmd)
     }

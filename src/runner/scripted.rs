@@ -156,7 +156,12 @@ impl Reply {
         self
     }
 
-    pub(crate) fn from_parts(stdout: Vec<u8>, stderr: Vec<u8>, exit: ExitInfo, timed_out: bool) -> Reply {
+    pub(crate) fn from_parts(
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        exit: ExitInfo,
+        timed_out: bool,
+    ) -> Reply {
         let mut r = Reply::base(exit.code);
         r.stdout = stdout;
         r.stderr = stderr;
@@ -401,7 +406,11 @@ impl ScriptedRunner {
     }
 
     /// Answers every command for which `pred` returns `true` with `reply`.
-    pub fn when(self, pred: impl Fn(&Command) -> bool + Send + Sync + 'static, reply: Reply) -> ScriptedRunner {
+    pub fn when(
+        self,
+        pred: impl Fn(&Command) -> bool + Send + Sync + 'static,
+        reply: Reply,
+    ) -> ScriptedRunner {
         self.push(Matcher::When(Arc::new(pred)), vec![reply])
     }
 
@@ -474,7 +483,10 @@ impl ScriptedRunner {
 }
 
 impl ProcessRunner for ScriptedRunner {
-    fn output_bytes<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_bytes<'a>(
+        &'a self,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         Box::pin(async move {
             let reply = self.pick(cmd)?;
             reply.play_output(cmd).await

@@ -67,7 +67,11 @@ impl RunningProcess {
     ///
     /// # Errors
     /// [`Error::Cancelled`] when the command's token is already cancelled (nothing starts).
-    pub(crate) fn scripted(cmd: &Command, purpose: Purpose, script: Script) -> Result<RunningProcess> {
+    pub(crate) fn scripted(
+        cmd: &Command,
+        purpose: Purpose,
+        script: Script,
+    ) -> Result<RunningProcess> {
         let program = cmd.program_name();
         #[cfg(feature = "cancellation")]
         if cmd.cancel_token().is_some_and(|t| t.is_cancelled()) {
@@ -92,7 +96,13 @@ impl RunningProcess {
                 return (None, None);
             }
             let (reader, writer) = tokio::io::duplex(PIPE_CAPACITY);
-            let pump = Pump::spawn(Box::pin(reader), pump_mode, cmd.buffer, handler, activity.clone());
+            let pump = Pump::spawn(
+                Box::pin(reader),
+                pump_mode,
+                cmd.buffer,
+                handler,
+                activity.clone(),
+            );
             (Some(pump), Some(writer))
         };
         let (stdout, out_w) = pipe(cmd.stdout, stdout_mode, cmd.on_stdout_line.clone());
@@ -102,9 +112,15 @@ impl RunningProcess {
         let mut stdin = None;
         let mut stdin_task = None;
         if cmd.keep_stdin_open {
-            stdin = Some(StdinWriter::new(program.clone(), Box::pin(tokio::io::sink())));
+            stdin = Some(StdinWriter::new(
+                program.clone(),
+                Box::pin(tokio::io::sink()),
+            ));
         } else if cmd.stdin.has_data() {
-            stdin_task = Some(tokio::spawn(feed(cmd.stdin.clone(), Box::pin(tokio::io::sink()))));
+            stdin_task = Some(tokio::spawn(feed(
+                cmd.stdin.clone(),
+                Box::pin(tokio::io::sink()),
+            )));
         }
 
         let flags = Arc::new(RunFlags::default());
@@ -117,7 +133,8 @@ impl RunningProcess {
         let (exit_tx, exit_rx) = watch::channel(None);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         tokio::spawn(play(script, out_w, err_w, exit_tx, ctl_rx, who.clone()));
-        let watchdog = crate::verbs::spawn_watchdog(cmd, who, exit_rx.clone(), ctl_tx.clone(), None, activity);
+        let watchdog =
+            crate::verbs::spawn_watchdog(cmd, who, exit_rx.clone(), ctl_tx.clone(), None, activity);
         Ok(RunningProcess {
             meta,
             pid: 0,
