@@ -54,7 +54,9 @@ pub enum Error {
         source: io::Error,
     },
     /// The command was built with input the OS cannot take (a NUL byte, an empty program, an
-    /// `=` in an environment variable name, a zero duration, ...).
+    /// `=` in an environment variable name, a zero duration, ...), or a test double has no
+    /// answer for it (a [`ScriptedRunner`](crate::ScriptedRunner) or cassette miss). Never
+    /// retried.
     InvalidInput {
         /// The program as given.
         program: String,

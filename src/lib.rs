@@ -47,6 +47,7 @@ mod running;
 mod stdio;
 mod supervisor;
 mod sys;
+mod trace;
 mod verbs;
 
 pub use command::Command;
@@ -56,7 +57,23 @@ pub use group::stats::GroupStats;
 pub use group::{Mechanism, ProcessGroup, ProcessGroupOptions};
 pub use result::{OutputText, ProcessResult, StageOutcome};
 pub use retry::{AttemptOutcome, RetryPolicy};
-pub use runner::{BoxFuture, JobRunner, ProcessRunner, ProcessRunnerExt};
+#[cfg(feature = "mock")]
+pub use runner::MockRunner;
+pub use runner::{
+    BoxFuture, CliClient, Invocation, JobRunner, Primitive, ProcessRunner, ProcessRunnerExt,
+    RecordingRunner, Reply, ScriptedRunner,
+};
+#[cfg(feature = "record")]
+pub use runner::{Cassette, RecordReplayRunner};
+
+/// The test doubles in one place (all also exported at the crate root). See `docs/testing.md`.
+pub mod testing {
+    #[cfg(feature = "mock")]
+    pub use crate::runner::MockRunner;
+    #[cfg(feature = "record")]
+    pub use crate::runner::{Cassette, RecordReplayRunner};
+    pub use crate::runner::{Invocation, Primitive, RecordingRunner, Reply, ScriptedRunner};
+}
 pub use running::{wait_any, LineStream, RunningProcess, StdinWriter};
 pub use stdio::{BufferPolicy, Encoding, OutputMode, Stdin};
 pub use supervisor::{RestartPolicy, StopReason, SupervisionOutcome, Supervisor};

@@ -217,6 +217,24 @@ pub(crate) fn jitter_factor() -> f64 {
     0.5 + (x >> 11) as f64 / (1u64 << 53) as f64 * 0.5
 }
 
+/// A short description of a failed attempt for the retry event (never argv or env).
+fn attempt_outcome(r: &Result<ProcessResult<Vec<u8>>>) -> String {
+    match r {
+        Ok(res) if res.timed_out() => "timed out".to_owned(),
+        Ok(res) => match res.code() {
+            Some(c) => format!("exited {c}"),
+            None => "killed".to_owned(),
+        },
+        Err(e) => match e {
+            Error::NotFound { .. } => "not found".to_owned(),
+            Error::Spawn { .. } => "spawn failed".to_owned(),
+            Error::Timeout { .. } => "timed out".to_owned(),
+            Error::Io { .. } => "i/o error".to_owned(),
+            _ => "error".to_owned(),
+        },
+    }
+}
+
 /// Runs `cmd` through `runner`, honouring its retry policy.
 pub(crate) async fn output_with_retry<R: ProcessRunner + ?Sized>(
     runner: &R,
@@ -246,8 +264,7 @@ pub(crate) async fn output_with_retry<R: ProcessRunner + ?Sized>(
         if policy.jitter {
             d = d.mul_f64(jitter_factor());
         }
-        #[cfg(feature = "tracing")]
-        tracing::debug!(program = %cmd.program_name(), attempt = n, delay = ?d, "processkit: retrying");
+        crate::trace::retry(&cmd.program_name(), n, d, &attempt_outcome(&r));
         // Cancelling during the backoff ends the retry loop at once.
         crate::cancel::sleep(cmd, d).await?;
         n += 1;

@@ -135,8 +135,7 @@ pub(crate) fn start_with(
         .container
         .spawn(req)
         .map_err(|e| map_spawn_error(cmd, e))?;
-    #[cfg(feature = "tracing")]
-    tracing::debug!(program = %program, pid = child.pid, "processkit: spawned");
+    crate::trace::spawn(&program, child.pid);
 
     let meta = RunMeta {
         program: program.clone(),
@@ -185,20 +184,24 @@ pub(crate) fn start_with(
         Owner::Private(g) => Some(g.inner().clone()),
         _ => None,
     };
-    tokio::spawn(child_task(child.inner, exit_tx, ctl_rx, private.clone()));
-
     let flags = Arc::new(RunFlags {
         cancel: Cancel::of(cmd),
         ..RunFlags::default()
     });
-    let watchdog = spawn_watchdog(
-        cmd,
-        exit_rx.clone(),
-        ctl_tx.clone(),
-        private,
-        flags.clone(),
-        activity,
-    );
+    let who = RunId {
+        program: program.clone(),
+        pid,
+        started,
+        flags: flags.clone(),
+    };
+    tokio::spawn(child_task(
+        child.inner,
+        exit_tx,
+        ctl_rx,
+        private.clone(),
+        who.clone(),
+    ));
+    let watchdog = spawn_watchdog(cmd, who, exit_rx.clone(), ctl_tx.clone(), private, activity);
 
     Ok(RunningProcess {
         meta,
@@ -224,6 +227,15 @@ pub(crate) struct StageStdio {
     pub(crate) stdout: Option<ChildStdio>,
 }
 
+/// Which run a background task works for (for its lifecycle events) and the run's flags.
+#[derive(Debug, Clone)]
+pub(crate) struct RunId {
+    pub(crate) program: String,
+    pub(crate) pid: u32,
+    pub(crate) started: Instant,
+    pub(crate) flags: Arc<RunFlags>,
+}
+
 /// Owns the OS child handle: reports its exit once, kills on request, and tears a private
 /// group down the moment the child exits (so descendants holding pipes cannot stall a run).
 async fn child_task(
@@ -231,6 +243,7 @@ async fn child_task(
     exit_tx: watch::Sender<Option<ExitState>>,
     mut ctl: mpsc::UnboundedReceiver<Control>,
     private: Option<Arc<GroupInner>>,
+    who: RunId,
 ) {
     let mut ctl_open = true;
     let state = loop {
@@ -253,6 +266,14 @@ async fn child_task(
     if let Some(g) = &private {
         let _ = g.kill_all();
     }
+    match &state {
+        ExitState::Exited(e) => {
+            crate::trace::exit(&who.program, who.pid, who.started.elapsed(), e, &who.flags)
+        }
+        ExitState::Failed(_) => {
+            crate::trace::exit_failed(&who.program, who.pid, who.started.elapsed())
+        }
+    }
     let _ = exit_tx.send(Some(state));
 }
 
@@ -266,14 +287,17 @@ async fn child_task(
 ///   grace) or ask politely ([`polite_stop`]) and hard-kill after the grace unless the child
 ///   exits first.
 /// * The child's own exit ends the watch.
-fn spawn_watchdog(
+///
+/// Also drives scripted runs (which have no private group and obey `Control::Kill`).
+pub(crate) fn spawn_watchdog(
     cmd: &Command,
+    who: RunId,
     exit_rx: watch::Receiver<Option<ExitState>>,
     ctl: mpsc::UnboundedSender<Control>,
     private: Option<Arc<GroupInner>>,
-    flags: Arc<RunFlags>,
     activity: Option<Arc<Activity>>,
 ) -> Option<tokio::task::JoinHandle<()>> {
+    let flags = who.flags.clone();
     let cancel = Cancel::of(cmd);
     if cmd.timeout.is_none() && cmd.inactivity_timeout.is_none() && !cancel.is_set() {
         return None;
@@ -323,14 +347,12 @@ fn spawn_watchdog(
             _ = &mut cancelled => {
                 flags.cancelled.store(true, Ordering::SeqCst);
                 hard_kill();
-                #[cfg(feature = "tracing")]
-                tracing::debug!("processkit: run cancelled; killed");
+                crate::trace::cancel(&who.program, who.pid, who.started.elapsed());
             }
             _ = exited => {}
             _ = expired => {
                 flags.timed_out.store(true, Ordering::SeqCst);
-                #[cfg(feature = "tracing")]
-                tracing::debug!(grace = ?grace, "processkit: run timed out");
+                crate::trace::timeout(&who.program, who.pid, who.started.elapsed(), grace.is_some());
                 if let Some(g) = grace {
                     polite_stop(&private, &ctl);
                     let mut rx = exit_rx.clone();
@@ -396,8 +418,6 @@ pub(crate) async fn collect(mut rp: RunningProcess) -> Result<ProcessResult<Vec<
         .map(|p| p.shared.take_capture())
         .unwrap_or_default();
     let timed_out = rp.flags.timed_out.load(Ordering::SeqCst);
-    #[cfg(feature = "tracing")]
-    tracing::debug!(program = %rp.meta.program, pid = rp.pid, code = ?exit.code, timed_out, "processkit: exited");
     Ok(ProcessResult {
         program: rp.meta.program.clone(),
         args: rp.meta.args.clone(),

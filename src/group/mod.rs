@@ -182,7 +182,15 @@ impl ProcessGroup {
             wait_empty(c, grace).await;
         }
         self.kill()?;
-        wait_empty(c, Duration::from_secs(5)).await;
+        let empty = wait_empty(c, Duration::from_secs(5)).await;
+        crate::trace::teardown(
+            &self.mechanism(),
+            if empty {
+                "shut down"
+            } else {
+                "shut down; members remain"
+            },
+        );
         Ok(())
     }
 
@@ -210,6 +218,14 @@ pub(crate) async fn wait_empty(c: &sys::Container, limit: Duration) -> bool {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.inner.closed.store(true, Ordering::SeqCst);
-        let _ = self.inner.kill_all();
+        let r = self.inner.kill_all();
+        crate::trace::teardown(
+            &self.mechanism(),
+            if r.is_ok() {
+                "killed on drop"
+            } else {
+                "kill on drop failed"
+            },
+        );
     }
 }

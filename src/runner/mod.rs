@@ -13,6 +13,22 @@ use crate::running::RunningProcess;
 use crate::verbs::{self, Scope};
 use crate::{Command, ProcessGroup};
 
+mod cli_client;
+#[cfg(feature = "mock")]
+mod mock;
+#[cfg(feature = "record")]
+mod record_replay;
+mod recording;
+mod scripted;
+
+pub use cli_client::CliClient;
+#[cfg(feature = "mock")]
+pub use mock::MockRunner;
+#[cfg(feature = "record")]
+pub use record_replay::{Cassette, RecordReplayRunner};
+pub use recording::{Invocation, Primitive, RecordingRunner};
+pub use scripted::{Reply, ScriptedRunner};
+
 /// A boxed, `Send` future: the return type of [`ProcessRunner`]'s methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

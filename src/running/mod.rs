@@ -1,6 +1,7 @@
 //! `RunningProcess`: a live child with line streams, interactive stdin and readiness probes.
 
 pub(crate) mod pump;
+pub(crate) mod scripted;
 pub(crate) mod stdin;
 
 use std::future::Future;
