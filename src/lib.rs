@@ -49,12 +49,22 @@ mod verbs;
 
 pub use command::Command;
 pub use error::{Error, OutputStream, Result};
+#[cfg(feature = "stats")]
+pub use group::sampling::StatsSamples;
+#[cfg(feature = "process-control")]
 pub use group::signal::Signal;
+#[cfg(not(feature = "process-control"))]
+pub(crate) use group::signal::Signal;
+#[cfg(feature = "stats")]
 pub use group::stats::GroupStats;
+#[cfg(not(feature = "stats"))]
+pub(crate) use group::stats::GroupStats;
 pub use group::{Mechanism, ProcessGroup, ProcessGroupOptions};
 pub use result::{OutputText, ProcessResult, StageOutcome};
 pub use retry::{AttemptOutcome, RetryPolicy};
 pub use runner::{BoxFuture, JobRunner, ProcessRunner, ProcessRunnerExt};
+#[cfg(feature = "stats")]
+pub use running::RunProfile;
 pub use running::{wait_any, LineStream, RunningProcess, StdinWriter};
 pub use stdio::{BufferPolicy, Encoding, OutputMode, Stdin};
 

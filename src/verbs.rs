@@ -65,7 +65,7 @@ pub(crate) fn start_with(
 
     let (owner, container_inner) = match scope {
         Scope::Private => {
-            let g = ProcessGroup::new()?;
+            let g = ProcessGroup::for_run()?;
             let inner = g.inner().clone();
             (Owner::Private(g), inner)
         }
@@ -127,11 +127,16 @@ pub(crate) fn start_with(
         kill_on_parent_death: cmd.kill_on_parent_death,
         create_no_window: cmd.create_no_window,
     };
+    let oom_baseline = match &owner {
+        Owner::Shared(g) => sys::oom_kills(&g.container),
+        _ => None,
+    };
     let started = Instant::now();
     let mut child = container_inner
         .container
         .spawn(req)
         .map_err(|e| map_spawn_error(cmd, e))?;
+    container_inner.note_started(child.pid);
     #[cfg(feature = "tracing")]
     tracing::debug!(program = %program, pid = child.pid, "processkit: spawned");
 
@@ -185,6 +190,9 @@ pub(crate) fn start_with(
     tokio::spawn(child_task(child.inner, exit_tx, ctl_rx, private.clone()));
 
     let flags = Arc::new(RunFlags::default());
+    if let Some(n) = oom_baseline {
+        let _ = flags.oom_baseline.set(n);
+    }
     let watchdog = spawn_watchdog(cmd, exit_rx.clone(), ctl_tx.clone(), private, flags.clone(), activity);
 
     Ok(RunningProcess {
@@ -375,9 +383,7 @@ pub(crate) async fn collect(mut rp: RunningProcess) -> Result<ProcessResult<Vec<
         let _ = t.await;
     }
     rp.check_cancelled()?;
-    let oom_killed = rp
-        .private_group()
-        .is_some_and(|g| g.inner().container.oom_killed());
+    let oom_killed = crate::group::stats::run_oom_killed(&rp, &exit);
     let (stdout, stdout_dropped) = rp
         .stdout
         .as_ref()
@@ -440,6 +446,9 @@ pub(crate) fn check_finished(r: &ProcessResult<String>, timeout: Option<Duration
             stdout: r.stdout.clone(),
             stderr: r.stderr.clone(),
         });
+    }
+    if r.code.is_none() && r.oom_killed {
+        return Err(crate::group::stats::oom_error(r));
     }
     if r.code.is_none() {
         return Err(Error::Signalled {
