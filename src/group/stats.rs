@@ -28,6 +28,7 @@ pub struct GroupStats {
     pub total_process_count: Option<u64>,
 }
 
+#[cfg_attr(not(feature = "stats"), allow(dead_code))]
 impl GroupStats {
     /// User plus system CPU time, when both are known.
     pub fn cpu_total(&self) -> Option<Duration> {

@@ -187,8 +187,10 @@ pub(crate) fn cpu_quota_us(cores: f64) -> u64 {
     ((cores * CPU_PERIOD_US as f64).round() as u64).max(CPU_MIN_QUOTA_US)
 }
 
+/// Writes an existing control file (never creates one). `O_TRUNC` is what a shell's `>` does;
+/// cgroupfs ignores it, and it keeps fake trees in tests honest.
 fn write(path: &Path, value: &str) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    let mut f = fs::OpenOptions::new().write(true).truncate(true).open(path)?;
     f.write_all(value.as_bytes())
 }
 
@@ -298,6 +300,8 @@ mod tests {
     #[test]
     fn moves_self_into_leaf_then_enables_controllers() {
         let (_tmp, layout, own) = delegated("4242\n", "");
+        // The kernel gives a new cgroup its `cgroup.procs`; the fake needs it made up front.
+        cgroup(&own.join(LEAF_NAME), "", "", "", false);
         let parent = prepare_v2_parent(&layout, &["memory", "pids", "cpu"], true, &Probe).unwrap();
         assert_eq!(parent, own);
         assert_eq!(read(&own.join(LEAF_NAME).join("cgroup.procs")), "4242");

@@ -4,6 +4,7 @@
 pub(crate) mod cgroup;
 pub(crate) mod layout;
 pub(crate) mod limits;
+#[cfg_attr(not(feature = "stats"), allow(dead_code))]
 pub(crate) mod procfs;
 pub(crate) mod v1;
 
