@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -83,7 +83,7 @@ impl ProcessGroup {
         match self.try_sample_stats(interval) {
             Ok(s) => s,
             Err(e) => StatsSamples {
-                inner: self.inner.clone(),
+                inner: Weak::new(),
                 ticker: None,
                 error: Some(e),
                 done: true,
@@ -104,7 +104,7 @@ impl ProcessGroup {
             ));
         }
         Ok(StatsSamples {
-            inner: self.inner.clone(),
+            inner: Arc::downgrade(&self.inner),
             ticker: Some(Ticker::new(interval)),
             error: None,
             done: false,
@@ -141,10 +141,10 @@ impl Ticker {
 /// A series of [`GroupStats`] from [`ProcessGroup::sample_stats`]; use it as a
 /// [`Stream`](futures_core::Stream) (`.next().await` with [`StreamExt`](crate::StreamExt)).
 ///
-/// Holding it does not keep the group's processes alive: dropping the [`ProcessGroup`] still
-/// kills the tree, and the series then ends.
+/// It holds the group weakly: dropping the [`ProcessGroup`] still kills the tree and frees
+/// its kernel objects, and the series then ends.
 pub struct StatsSamples {
-    inner: Arc<GroupInner>,
+    inner: Weak<GroupInner>,
     ticker: Option<Ticker>,
     error: Option<Error>,
     done: bool,
@@ -179,10 +179,13 @@ impl Stream for StatsSamples {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<GroupStats>> {
         let this = self.get_mut();
-        if this.done || this.inner.closed.load(Ordering::SeqCst) {
-            this.done = true;
-            return Poll::Ready(None);
-        }
+        let inner = match this.inner.upgrade() {
+            Some(g) if !this.done && !g.closed.load(Ordering::SeqCst) => g,
+            _ => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+        };
         let Some(ticker) = this.ticker.as_mut() else {
             this.done = true;
             return Poll::Ready(None);
@@ -190,7 +193,11 @@ impl Stream for StatsSamples {
         if ticker.poll_tick(cx).is_pending() {
             return Poll::Pending;
         }
-        match this.inner.snapshot() {
+        if inner.closed.load(Ordering::SeqCst) {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        match inner.snapshot() {
             Ok(s) => Poll::Ready(Some(s)),
             Err(e) => {
                 this.done = true;

@@ -289,10 +289,21 @@ impl Cgroup {
 
     fn set_frozen(&self, on: bool) -> io::Result<()> {
         let mut frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
-        write_file(
+        match write_file(
             &self.dir.join("cgroup.freeze"),
             if on { b"1" } else { b"0" },
-        )?;
+        ) {
+            Ok(()) => {}
+            // Kernels before 5.2 have no v2 freezer: stop/continue each member instead.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
+                for pid in self.members()? {
+                    crate::sys::unix::kill_pid(pid as i32, sig)?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         // The transition is asynchronous; wait (bounded) until `cgroup.events` agrees.
         let want = if on { "frozen 1" } else { "frozen 0" };
         let deadline = Instant::now() + Duration::from_secs(2);
