@@ -34,6 +34,41 @@ fn limited(options: ProcessGroupOptions, what: &str) -> Option<ProcessGroup> {
 /// `/proc/<pid>/cgroup` and our mount table: the group's own v2 and v1 cgroups.
 #[cfg(target_os = "linux")]
 fn cgroup_dirs_of(pid: u32) -> Vec<PathBuf> {
+    cgroup_dirs(&pid.to_string(), true)
+}
+
+/// Where this test process's groups are created, in every hierarchy: our own cgroups (the
+/// parent of our `processkit-self` leaf if processkit moved us there).
+#[cfg(target_os = "linux")]
+fn our_parent_dirs() -> Vec<PathBuf> {
+    cgroup_dirs("self", false)
+        .into_iter()
+        .map(|d| {
+            if d.file_name().is_some_and(|n| n == "processkit-self") {
+                d.parent().unwrap().to_path_buf()
+            } else {
+                d
+            }
+        })
+        .collect()
+}
+
+/// Directories named `pk-<our pid>-*` under any of `parents`.
+#[cfg(target_os = "linux")]
+fn our_group_dirs(parents: &[PathBuf]) -> Vec<PathBuf> {
+    let prefix = format!("pk-{}-", std::process::id());
+    parents
+        .iter()
+        .filter_map(|p| std::fs::read_dir(p).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+fn cgroup_dirs(proc_entry: &str, only_groups: bool) -> Vec<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     // (fstype, super options, mount root, mount point)
     let mounts: Vec<(String, String, String, String)> = mounts
@@ -52,7 +87,7 @@ fn cgroup_dirs_of(pid: u32) -> Vec<PathBuf> {
         .filter(|(fs, ..)| fs == "cgroup" || fs == "cgroup2")
         .collect();
     let mut dirs = Vec::new();
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let text = std::fs::read_to_string(format!("/proc/{proc_entry}/cgroup")).unwrap_or_default();
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
@@ -268,6 +303,17 @@ async fn all_limits_together_and_nothing_left_behind() {
     drop(group);
     assert_dead_within(&all, Duration::from_secs(10));
     assert_removed(&dirs);
+
+    // Across the whole binary: once every test's groups are gone, no `pk-<our pid>-*` cgroup
+    // is left in any hierarchy (other tests may still hold theirs for a moment).
+    #[cfg(target_os = "linux")]
+    {
+        let parents = our_parent_dirs();
+        let clean = wait_until(Duration::from_secs(60), || {
+            our_group_dirs(&parents).is_empty()
+        });
+        assert!(clean, "left behind: {:?}", our_group_dirs(&parents));
+    }
 }
 
 #[tokio::test]
