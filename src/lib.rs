@@ -52,8 +52,16 @@ mod verbs;
 
 pub use command::Command;
 pub use error::{Error, OutputStream, Result};
+#[cfg(feature = "stats")]
+pub use group::sampling::StatsSamples;
+#[cfg(feature = "process-control")]
 pub use group::signal::Signal;
+#[cfg(not(feature = "process-control"))]
+pub(crate) use group::signal::Signal;
+#[cfg(feature = "stats")]
 pub use group::stats::GroupStats;
+#[cfg(not(feature = "stats"))]
+pub(crate) use group::stats::GroupStats;
 pub use group::{Mechanism, ProcessGroup, ProcessGroupOptions};
 pub use result::{OutputText, ProcessResult, StageOutcome};
 pub use retry::{AttemptOutcome, RetryPolicy};
@@ -74,6 +82,8 @@ pub mod testing {
     pub use crate::runner::{Cassette, RecordReplayRunner};
     pub use crate::runner::{Invocation, Primitive, RecordingRunner, Reply, ScriptedRunner};
 }
+#[cfg(feature = "stats")]
+pub use running::RunProfile;
 pub use running::{wait_any, LineStream, RunningProcess, StdinWriter};
 pub use stdio::{BufferPolicy, Encoding, OutputMode, Stdin};
 pub use supervisor::{RestartPolicy, StopReason, SupervisionOutcome, Supervisor};

@@ -64,7 +64,7 @@ pub(crate) fn start_with(
 
     let (owner, container_inner) = match scope {
         Scope::Private => {
-            let g = ProcessGroup::new()?;
+            let g = ProcessGroup::for_run()?;
             let inner = g.inner().clone();
             (Owner::Private(g), inner)
         }
@@ -130,11 +130,16 @@ pub(crate) fn start_with(
         kill_on_parent_death: cmd.kill_on_parent_death,
         create_no_window: cmd.create_no_window,
     };
+    let oom_baseline = match &owner {
+        Owner::Shared(g) => sys::oom_kills(&g.container),
+        _ => None,
+    };
     let started = Instant::now();
     let mut child = container_inner
         .container
         .spawn(req)
         .map_err(|e| map_spawn_error(cmd, e))?;
+    container_inner.note_started(child.pid);
     crate::trace::spawn(&program, child.pid);
 
     let meta = RunMeta {
@@ -188,6 +193,9 @@ pub(crate) fn start_with(
         cancel: Cancel::of(cmd),
         ..RunFlags::default()
     });
+    if let Some(n) = oom_baseline {
+        let _ = flags.oom_baseline.set(n);
+    }
     let who = RunId {
         program: program.clone(),
         pid,
@@ -404,9 +412,7 @@ pub(crate) async fn collect(mut rp: RunningProcess) -> Result<ProcessResult<Vec<
         let _ = t.await;
     }
     rp.check_cancelled()?;
-    let oom_killed = rp
-        .private_group()
-        .is_some_and(|g| g.inner().container.oom_killed());
+    let oom_killed = crate::group::stats::run_oom_killed(&rp, &exit);
     let (stdout, stdout_dropped) = rp
         .stdout
         .as_ref()
@@ -468,6 +474,9 @@ pub(crate) fn check_finished(r: &ProcessResult<String>, timeout: Option<Duration
             stderr: r.stderr.clone(),
             attempts: r.attempts,
         });
+    }
+    if r.code.is_none() && r.oom_killed {
+        return Err(crate::group::stats::oom_error(r));
     }
     if r.code.is_none() {
         return Err(Error::Signalled {

@@ -1,6 +1,10 @@
 //! The group layer: `ProcessGroup`, a kill-on-drop container for process trees.
 
+#[cfg(feature = "process-control")]
+mod control;
 pub(crate) mod options;
+#[cfg(feature = "stats")]
+pub(crate) mod sampling;
 pub(crate) mod signal;
 pub(crate) mod stats;
 
@@ -48,9 +52,16 @@ pub(crate) struct GroupInner {
     pub(crate) options: ProcessGroupOptions,
     /// Set when the owning [`ProcessGroup`] was dropped or killed for good.
     pub(crate) closed: AtomicBool,
+    /// What the group has seen so far (process total, memory peak).
+    pub(crate) tally: stats::Tally,
 }
 
 impl GroupInner {
+    /// Records a process started in (or adopted into) the group, for the total count.
+    pub(crate) fn note_started(&self, pid: u32) {
+        self.tally.note_started(pid);
+    }
+
     pub(crate) fn kill_all(&self) -> std::io::Result<()> {
         self.container.kill_all()
     }
@@ -99,7 +110,17 @@ impl ProcessGroup {
                 container,
                 options,
                 closed: AtomicBool::new(false),
+                tally: stats::Tally::default(),
             }),
+        })
+    }
+
+    /// The private group of one run (`Command` verbs): as cheap as possible, so no extra
+    /// accounting cgroups (statistics fall back to `/proc` where the v2 cgroup lacks them).
+    pub(crate) fn for_run() -> Result<ProcessGroup> {
+        ProcessGroup::with_options(ProcessGroupOptions {
+            accounting: false,
+            ..ProcessGroupOptions::default()
         })
     }
 
@@ -127,7 +148,7 @@ impl ProcessGroup {
     /// [`Error::Spawn`] / [`Error::NotFound`] when the OS refuses.
     pub fn spawn(&self, cmd: &mut std::process::Command) -> Result<std::process::Child> {
         let program = cmd.get_program().to_string_lossy().into_owned();
-        sys::spawn_std(&self.inner.container, cmd).map_err(|e| {
+        let child = sys::spawn_std(&self.inner.container, cmd).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::NotFound { program }
             } else {
@@ -137,7 +158,9 @@ impl ProcessGroup {
                     source: e,
                 }
             }
-        })
+        })?;
+        self.inner.note_started(child.id());
+        Ok(child)
     }
 
     /// Hard-kills every member of the tree now. Idempotent. Same as
@@ -177,8 +200,9 @@ impl ProcessGroup {
         let c = &self.inner.container;
         let polite = c.signal(crate::Signal::Term);
         if polite.is_ok() {
-            // Wake stopped processes so they can act on SIGTERM.
+            // Wake stopped (or suspended) processes so they can act on SIGTERM.
             let _ = c.signal(crate::Signal::Cont);
+            let _ = c.thaw();
             wait_empty(c, grace).await;
         }
         self.kill()?;
@@ -197,6 +221,22 @@ impl ProcessGroup {
     pub(crate) fn inner(&self) -> &Arc<GroupInner> {
         &self.inner
     }
+}
+
+/// Maps an OS error of a group operation to the typed error: `Unsupported` names the
+/// operation and the mechanism, everything else is [`Error::Io`] with `what` as context.
+#[cfg_attr(
+    not(any(feature = "stats", feature = "process-control")),
+    allow(dead_code)
+)]
+pub(crate) fn group_error(group: &ProcessGroup, what: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::Unsupported {
+        return Error::Unsupported {
+            what: format!("{what} ({e})"),
+            platform: format!("{} ({})", std::env::consts::OS, group.mechanism()),
+        };
+    }
+    Error::io("", what, e)
 }
 
 /// Polls (with a growing step) until the container is empty or `limit` passes.

@@ -12,6 +12,9 @@ pub struct ProcessGroupOptions {
     pub(crate) max_processes: Option<u64>,
     pub(crate) cpu_quota: Option<f64>,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) allow_self_move: bool,
+    /// Pay for kernel memory accounting at creation (off for a one-shot run's private group).
+    pub(crate) accounting: bool,
 }
 
 impl Default for ProcessGroupOptions {
@@ -21,6 +24,8 @@ impl Default for ProcessGroupOptions {
             max_processes: None,
             cpu_quota: None,
             shutdown_grace: Duration::from_secs(5),
+            allow_self_move: true,
+            accounting: true,
         }
     }
 }
@@ -67,6 +72,26 @@ impl ProcessGroupOptions {
         self
     }
 
+    /// Whether processkit may move **this** process into a leaf cgroup of its own so that
+    /// cgroup v2 controllers can be enabled for the group (default `true`).
+    ///
+    /// Linux forbids enabling controllers in a cgroup that holds processes (the
+    /// no-internal-process rule). Under systemd (`Delegate=yes`) or in a container, our own
+    /// cgroup usually holds exactly one process: us. To apply a v2 limit there, processkit
+    /// moves this process (all its threads) once into `<our cgroup>/processkit-self`, enables
+    /// the controllers in `<our cgroup>`, and creates the groups next to that leaf. Other
+    /// tools that read `/proc/self/cgroup` will see the new path. With `false`, such a limit
+    /// fails with [`Error::ResourceLimit`] instead. Limits enforced through the v1 hierarchy of
+    /// a hybrid host never need the move.
+    ///
+    /// # Platform
+    /// Linux only; ignored elsewhere.
+    #[cfg(feature = "limits")]
+    pub fn allow_self_move(mut self, allow: bool) -> Self {
+        self.allow_self_move = allow;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: &str, reason: &str| {
             Err(Error::ResourceLimit {
@@ -96,6 +121,8 @@ impl ProcessGroupOptions {
             memory_max: self.memory_max,
             max_processes: self.max_processes,
             cpu_quota: self.cpu_quota,
+            accounting: self.accounting,
+            allow_self_move: self.allow_self_move,
         }
     }
 }

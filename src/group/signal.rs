@@ -7,6 +7,7 @@
 /// `TerminateJobObject`); every other signal returns [`Error::Unsupported`](crate::Error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(not(feature = "process-control"), allow(dead_code))]
 pub enum Signal {
     /// `SIGHUP`: hang-up, conventionally "reload configuration".
     Hup,

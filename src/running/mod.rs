@@ -1,5 +1,7 @@
 //! `RunningProcess`: a live child with line streams, interactive stdin and readiness probes.
 
+#[cfg(feature = "stats")]
+pub(crate) mod profile;
 pub(crate) mod pump;
 pub(crate) mod scripted;
 pub(crate) mod stdin;
@@ -18,6 +20,8 @@ use crate::group::{GroupInner, ProcessGroup};
 use crate::stdio::{BufferPolicy, Encoding};
 use crate::sys::ExitInfo;
 
+#[cfg(feature = "stats")]
+pub use profile::RunProfile;
 pub use pump::LineStream;
 pub use stdin::StdinWriter;
 
@@ -49,6 +53,8 @@ pub(crate) enum Control {
 pub(crate) struct RunFlags {
     pub(crate) timed_out: AtomicBool,
     pub(crate) cancelled: AtomicBool,
+    /// OOM kills the (shared) group had recorded when this child was spawned.
+    pub(crate) oom_baseline: std::sync::OnceLock<u64>,
     /// The run's cancellation token, for [`RunFlags::is_cancelled`].
     pub(crate) cancel: crate::cancel::Cancel,
 }

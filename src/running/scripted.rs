@@ -123,7 +123,10 @@ impl RunningProcess {
             )));
         }
 
-        let flags = Arc::new(RunFlags::default());
+        let flags = Arc::new(RunFlags {
+            cancel: crate::cancel::Cancel::of(cmd),
+            ..RunFlags::default()
+        });
         let who = RunId {
             program,
             pid: 0,

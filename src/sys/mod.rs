@@ -89,10 +89,18 @@ pub(crate) struct ContainerOptions {
     pub max_processes: Option<u64>,
     /// Fraction of one CPU core.
     pub cpu_quota: Option<f64>,
+    /// Worth paying a little at creation for better accounting (Linux hybrid hosts: a v1
+    /// `memory` group when the v2 hierarchy lacks the controller). Off for the private group of
+    /// a one-shot run, on for an explicit `ProcessGroup`.
+    pub accounting: bool,
+    /// Linux: may we move our own process into a leaf cgroup so controllers can be enabled for
+    /// the group cgroups (the no-internal-process rule)?
+    pub allow_self_move: bool,
 }
 
 impl ContainerOptions {
     /// Whether any limit was asked for.
+    #[allow(dead_code)]
     pub(crate) fn has_limits(&self) -> bool {
         self.memory_max.is_some() || self.max_processes.is_some() || self.cpu_quota.is_some()
     }
@@ -157,6 +165,48 @@ pub(crate) fn request_stop(child: &mut ChildInner) -> io::Result<()> {
     #[cfg(not(unix))]
     {
         child.start_kill()
+    }
+}
+
+/// Resource use of one process, as the OS reports it (Linux: `/proc/<pid>/stat` and
+/// `/proc/<pid>/status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ProcUsage {
+    /// User CPU time of the process plus its reaped children.
+    pub cpu_user: std::time::Duration,
+    /// System CPU time of the process plus its reaped children.
+    pub cpu_system: std::time::Duration,
+    /// Resident set size now, in bytes.
+    pub rss_bytes: u64,
+    /// The kernel's high-water mark of the resident set (`VmHWM`), in bytes.
+    pub peak_rss_bytes: u64,
+}
+
+/// Resource use of one live process; `None` when it is gone or the platform has no cheap way
+/// to read another process's usage.
+pub(crate) fn process_usage(pid: u32) -> Option<ProcUsage> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::procfs::process_usage(pid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
+/// How many OOM kills the kernel has recorded in `c` so far; `None` when the container has no
+/// memory accounting that counts them (only Linux cgroups with a memory controller do).
+pub(crate) fn oom_kills(c: &Container) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        c.oom_kills()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = c;
+        None
     }
 }
 

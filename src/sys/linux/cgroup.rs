@@ -15,8 +15,9 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::layout::{self, CgroupLayout, V2Plan};
+use super::{limits, procfs};
 use crate::sys::unix::{signal_number, ChildSetup};
-use crate::sys::{ContainerOptions, SpawnRequest};
+use crate::sys::{ContainerOptions, CreateError, SpawnRequest};
 use crate::{GroupStats, Signal};
 
 /// Where new cgroups are created, decided once.
@@ -71,49 +72,116 @@ pub(crate) struct Cgroup {
     procs: OwnedFd,
     /// v1 controller groups of a hybrid host (limits and accounting v2 lacks here).
     v1: Option<super::v1::V1Group>,
+    /// Whether the v2 memory controller is enabled for this cgroup by us (a memory limit):
+    /// then `memory.events` counts its OOM kills.
+    memory_v2: bool,
     frozen: Mutex<bool>,
 }
 
 impl Cgroup {
-    /// Creates `pk-<pid>-<seq>` under the placement's parent.
-    pub(crate) fn create(opts: &ContainerOptions) -> io::Result<Cgroup> {
-        let place =
-            placement().map_err(|r| io::Error::new(io::ErrorKind::Unsupported, r.to_owned()))?;
+    /// Creates `pk-<pid>-<seq>` and applies the limits of `opts`.
+    ///
+    /// Each limit goes to the v2 controller when our v2 cgroup offers it (enabling it in the
+    /// parent, see [`super::limits`]), else to the v1 controller of a hybrid host. With
+    /// `opts.accounting` and no v2 `memory` controller, a v1 `memory` group is added (best
+    /// effort) so memory use and its peak are measured by the kernel.
+    ///
+    /// # Errors
+    /// [`CreateError::Limit`] naming the first limit that cannot be enforced;
+    /// [`CreateError::Io`] when no cgroup can be created at all.
+    pub(crate) fn create(opts: &ContainerOptions) -> Result<Cgroup, CreateError> {
+        let place = placement().map_err(|r| {
+            CreateError::Io(io::Error::new(io::ErrorKind::Unsupported, r.to_owned()))
+        })?;
+        let wanted = limits::wanted(opts);
+        // Reading `cgroup.controllers` costs a syscall or two: only when it can matter.
+        let v2_offers = if wanted.is_empty() && !opts.accounting {
+            Vec::new()
+        } else {
+            limits::v2_available(&place.layout)
+        };
+        let (v2_limits, v1_limits) = limits::split(&wanted, &v2_offers);
+        for w in &v1_limits {
+            if !place.layout.v1.contains_key(w.controller) {
+                return Err(CreateError::Limit {
+                    what: w.limit,
+                    reason: format!(
+                        "the `{}` controller is neither offered by our cgroup v2 ({}) nor mounted                          as a cgroup v1 hierarchy; run as root, in a container, or under a systemd                          unit with Delegate=yes",
+                        w.controller,
+                        place
+                            .layout
+                            .v2_own_dir
+                            .as_deref()
+                            .map_or_else(|| "no v2 hierarchy".to_owned(), |d| d.display().to_string()),
+                    ),
+                });
+            }
+        }
+        let parent = if v2_limits.is_empty() {
+            place.parent.clone()
+        } else {
+            static ENABLE: Mutex<()> = Mutex::new(());
+            let _serial = ENABLE.lock().unwrap_or_else(|e| e.into_inner());
+            let controllers: Vec<&str> = v2_limits.iter().map(|w| w.controller).collect();
+            limits::prepare_v2_parent(
+                &place.layout,
+                &controllers,
+                opts.allow_self_move,
+                &layout::SystemProbe,
+            )
+            .map_err(|reason| CreateError::Limit {
+                what: v2_limits[0].limit,
+                reason,
+            })?
+        };
+
         let name = format!(
             "pk-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let dir = place.parent.join(&name);
+        let dir = parent.join(&name);
         fs::create_dir(&dir)?;
-        let procs = match open_write(&dir.join("cgroup.procs")) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = fs::remove_dir(&dir);
-                return Err(e);
-            }
+        // From here on, failures remove the directory again.
+        let cleanup = |e: CreateError| {
+            let _ = fs::remove_dir(&dir);
+            e
         };
-        let v1 = if opts.has_limits() {
+        let procs = open_write(&dir.join("cgroup.procs")).map_err(|e| cleanup(e.into()))?;
+        limits::write_v2_limits(&dir, opts, &v2_limits)
+            .map_err(|(what, reason)| cleanup(CreateError::Limit { what, reason }))?;
+        let account_memory = opts.accounting && !v2_offers.iter().any(|c| c == "memory");
+        let v1 = if !v1_limits.is_empty() || account_memory {
+            let has = |c: &str| v1_limits.iter().any(|w| w.controller == c);
             let want = super::v1::V1Want {
-                memory_max: opts.memory_max,
-                max_processes: opts.max_processes,
-                cpu_quota: opts.cpu_quota,
-                stats: true,
+                memory_max: opts.memory_max.filter(|_| has("memory")),
+                max_processes: opts.max_processes.filter(|_| has("pids")),
+                cpu_quota: opts.cpu_quota.filter(|_| has("cpu")),
+                stats: false,
+                account_memory,
             };
             match super::v1::V1Group::create(&place.layout, &name, &want) {
+                Ok(g) if g.dirs().is_empty() => None,
                 Ok(g) => Some(g),
                 Err(e) => {
-                    let _ = fs::remove_dir(&dir);
-                    return Err(e);
+                    return Err(cleanup(match v1_limits.first() {
+                        Some(w) => CreateError::Limit {
+                            what: w.limit,
+                            reason: e.to_string(),
+                        },
+                        None => CreateError::Io(e),
+                    }))
                 }
             }
         } else {
             None
         };
+        let memory_v2 = v2_limits.iter().any(|w| w.controller == "memory");
         Ok(Cgroup {
             dir,
             procs,
             v1,
+            memory_v2,
             frozen: Mutex::new(false),
         })
     }
@@ -236,10 +304,21 @@ impl Cgroup {
 
     fn set_frozen(&self, on: bool) -> io::Result<()> {
         let mut frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
-        write_file(
+        match write_file(
             &self.dir.join("cgroup.freeze"),
             if on { b"1" } else { b"0" },
-        )?;
+        ) {
+            Ok(()) => {}
+            // Kernels before 5.2 have no v2 freezer: stop/continue each member instead.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
+                for pid in self.members()? {
+                    crate::sys::unix::kill_pid(pid as i32, sig)?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         // The transition is asynchronous; wait (bounded) until `cgroup.events` agrees.
         let want = if on { "frozen 1" } else { "frozen 0" };
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -261,30 +340,50 @@ impl Cgroup {
 
     /// Moves an existing process into this cgroup.
     pub(crate) fn adopt(&self, pid: u32) -> io::Result<()> {
-        if !crate::sys::unix::pid_exists(pid as i32) {
+        let raw = i32::try_from(pid)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+        crate::sys::unix::check_signalable(raw)?;
+        if procfs::is_zombie(pid) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("no process with pid {pid}"),
+                format!("process {pid} has already exited (a zombie waiting to be reaped)"),
             ));
         }
         let mut f = fs::OpenOptions::new()
             .write(true)
             .open(self.dir.join("cgroup.procs"))?;
-        f.write_all(pid.to_string().as_bytes())?;
+        f.write_all(pid.to_string().as_bytes())
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ESRCH) => io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("process {pid} exited before it could be adopted"),
+                ),
+                _ => e,
+            })?;
         if let Some(v1) = &self.v1 {
             v1.attach(pid)?;
         }
         Ok(())
     }
 
-    /// CPU from `cpu.stat` (always present in v2), memory from the v1 companions or by summing
-    /// members' `/proc/<pid>/status`, process counts from `cgroup.procs`.
+    /// Resource use of the whole tree.
+    ///
+    /// * CPU: `cpu.stat` (`user_usec`, `system_usec`), kept by every v2 cgroup whether or not
+    ///   the `cpu` controller is enabled; else the v1 `cpuacct` group; else the sum of the live
+    ///   members' `/proc/<pid>/stat` (exited members are then missing).
+    /// * Memory: `memory.current` / `memory.peak` when the v2 `memory` controller is enabled
+    ///   here; else the v1 `memory` group (`memory.usage_in_bytes` /
+    ///   `memory.max_usage_in_bytes`); else the sum of the members' `VmRSS`, with the largest
+    ///   member `VmHWM` (or the sum, if larger) as the peak.
+    /// * Processes: the pids in `cgroup.procs` (threads are not counted).
     pub(crate) fn stats(&self) -> io::Result<GroupStats> {
         let members = self.members()?;
         let mut s = GroupStats {
             active_process_count: members.len() as u64,
             ..GroupStats::default()
         };
+        let mut procfs_sum = None;
+        let mut sum = || *procfs_sum.get_or_insert_with(|| procfs::sum_usage(&members));
         if let Ok(text) = fs::read_to_string(self.dir.join("cpu.stat")) {
             for line in text.lines() {
                 let mut it = line.split_whitespace();
@@ -295,28 +394,54 @@ impl Cgroup {
                 }
             }
         }
-        if let Ok(v) = fs::read_to_string(self.dir.join("memory.current")) {
-            s.current_memory_bytes = v.trim().parse().ok();
-            s.peak_memory_bytes = fs::read_to_string(self.dir.join("memory.peak"))
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
-        } else if let Some(v1) = &self.v1 {
-            s.current_memory_bytes = v1.memory_current();
-            s.peak_memory_bytes = v1.memory_peak();
-        } else {
-            let mut rss = 0u64;
-            for pid in &members {
-                rss += proc_status_kib(*pid, "VmRSS:").unwrap_or(0) * 1024;
+        if s.cpu_user.is_none() || s.cpu_system.is_none() {
+            if let Some((user, system)) = self.v1.as_ref().and_then(|v| v.cpu_usage()) {
+                s.cpu_user = Some(user);
+                s.cpu_system = Some(system);
+            } else {
+                let u = sum();
+                s.cpu_user = Some(u.cpu_user);
+                s.cpu_system = Some(u.cpu_system);
             }
-            s.current_memory_bytes = Some(rss);
         }
-        if let Ok(v) = fs::read_to_string(self.dir.join("pids.current")) {
-            s.active_process_count = v.trim().parse().unwrap_or(s.active_process_count);
+        if let Some(cur) = read_u64(&self.dir.join("memory.current")) {
+            s.current_memory_bytes = Some(cur);
+            s.peak_memory_bytes = read_u64(&self.dir.join("memory.peak"));
+        } else if let Some(cur) = self.v1.as_ref().and_then(|v| v.memory_current()) {
+            s.current_memory_bytes = Some(cur);
+            s.peak_memory_bytes = self.v1.as_ref().and_then(|v| v.memory_peak());
+        } else {
+            let u = sum();
+            s.current_memory_bytes = Some(u.rss_bytes);
+            s.peak_memory_bytes = Some(u.peak_rss_bytes);
         }
         Ok(s)
     }
 
-    /// Whether the v1 memory controller recorded an OOM kill in this group.
+    /// OOM kills recorded so far: `oom_kill` of `memory.events` (v2 memory controller) plus
+    /// that of the v1 memory group. `None` when neither exists.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        let v2 = if self.memory_v2 {
+            fs::read_to_string(self.dir.join("memory.events"))
+                .ok()
+                .and_then(|ev| {
+                    ev.lines().find_map(|l| {
+                        l.strip_prefix("oom_kill ")
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                    })
+                })
+        } else {
+            None
+        };
+        let v1 = self.v1.as_ref().and_then(|v| v.oom_kill_count());
+        match (v2, v1) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        }
+    }
+
+    /// Whether the kernel OOM-killed a process in this cgroup (the v2 `memory.events` counter,
+    /// or the v1 memory group's, with its `failcnt` hint on kernels before 4.13).
     pub(crate) fn oom_killed(&self) -> bool {
         if let Ok(ev) = fs::read_to_string(self.dir.join("memory.events")) {
             if ev
@@ -430,13 +555,7 @@ pub(crate) fn read_pids(path: &Path) -> io::Result<Vec<u32>> {
         .collect())
 }
 
-/// A `kB` field of `/proc/<pid>/status`.
-pub(crate) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+/// A control file holding one integer.
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
 }

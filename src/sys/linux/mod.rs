@@ -3,6 +3,9 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod layout;
+pub(crate) mod limits;
+#[cfg_attr(not(feature = "stats"), allow(dead_code))]
+pub(crate) mod procfs;
 pub(crate) mod v1;
 
 use std::io;
@@ -39,18 +42,18 @@ macro_rules! each {
 }
 
 impl Container {
-    /// A cgroup when possible; otherwise a process group. Limits need a cgroup.
+    /// A cgroup when possible; otherwise a process group. Limits need a cgroup: when one is
+    /// asked for and cannot be enforced, creation fails rather than fall back.
     pub(crate) fn create(opts: &ContainerOptions) -> Result<Container, CreateError> {
         if !forced_pgroup() {
             match cgroup::Cgroup::create(opts) {
                 Ok(c) => return Ok(Container::Cgroup(c)),
-                Err(e) => {
+                Err(e @ CreateError::Limit { .. }) => return Err(e),
+                Err(CreateError::Io(e)) => {
                     if let Some(what) = limit_name(opts) {
                         return Err(CreateError::Limit {
                             what,
-                            reason: format!(
-                                "no cgroup with the needed controllers could be created: {e}"
-                            ),
+                            reason: format!("no cgroup could be created to enforce it: {e}"),
                         });
                     }
                 }
@@ -125,6 +128,14 @@ impl Container {
     /// Whether no member is left.
     pub(crate) fn is_empty(&self) -> io::Result<bool> {
         each!(self, c => c.is_empty())
+    }
+
+    /// OOM kills recorded in the container so far (`None`: nothing counts them here).
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        match self {
+            Container::Cgroup(c) => c.oom_kills(),
+            Container::Pgroup(_) => None,
+        }
     }
 
     /// Whether the kernel OOM-killed something in this container.

@@ -45,6 +45,9 @@ pub(crate) struct V1Want {
     /// effort: a controller that is not mounted, or a group that cannot be created, is skipped
     /// and its statistic reads as `None`.
     pub stats: bool,
+    /// Create just the `memory` group for accounting (best effort, like `stats`): the cheap
+    /// choice when CPU time and process counts already come from the v2 cgroup.
+    pub account_memory: bool,
 }
 
 /// A set of v1 cgroups (one per controller) holding a container's processes.
@@ -129,7 +132,7 @@ impl V1Group {
         }
         // (controller, required)
         let mut needed: Vec<(&str, bool)> = Vec::new();
-        if want.memory_max.is_some() || want.stats {
+        if want.memory_max.is_some() || want.stats || want.account_memory {
             needed.push(("memory", want.memory_max.is_some()));
         }
         if want.max_processes.is_some() || want.stats {
@@ -286,6 +289,12 @@ impl V1Group {
             Some(n) => n > 0,
             None => read_u64(&dir.join("memory.failcnt")).is_some_and(|n| n > 0),
         }
+    }
+
+    /// How many processes the OOM killer killed in the group (`oom_kill N` in
+    /// `memory.oom_control`, kernels 4.13+); `None` without a memory group or that line.
+    pub(crate) fn oom_kill_count(&self) -> Option<u64> {
+        read_keyed(&self.dir("memory")?.join("memory.oom_control"), "oom_kill")
     }
 
     /// The pids in any of the group's `cgroup.procs` files, sorted, without duplicates.
@@ -466,6 +475,7 @@ mod tests {
             max_processes: Some(16),
             cpu_quota: Some(0.5),
             stats: true,
+            account_memory: false,
         };
         let mut guard = Guard {
             children: Vec::new(),

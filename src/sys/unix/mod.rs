@@ -290,10 +290,40 @@ pub(crate) fn pgroup_alive(pgid: i32) -> bool {
     pgid > 1 && unsafe { libc::killpg(pgid, 0) } == 0
 }
 
-/// Whether a pid exists (`kill(pid, 0)`); a zombie counts as existing.
+/// Whether a pid exists (`kill(pid, 0)`); a zombie counts as existing, and so does a process
+/// we may not signal (`EPERM`).
 pub(crate) fn pid_exists(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Checks that `pid` names a live process we may signal: `NotFound` when there is none,
+/// `PermissionDenied` when it belongs to someone we may not touch.
+pub(crate) fn check_signalable(pid: i32) -> io::Result<()> {
+    if pid <= 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "pid must be positive",
+        ));
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ESRCH) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no process with pid {pid} (it exited, or never existed)"),
+        )),
+        Some(libc::EPERM) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("pid {pid} belongs to another user; we may not signal it"),
+        )),
+        _ => Err(e),
+    }
 }
 
 /// The process group of `pid`.

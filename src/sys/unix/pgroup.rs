@@ -163,12 +163,7 @@ impl Pgroup {
     pub(crate) fn adopt(&self, pid: u32) -> io::Result<()> {
         let pid = i32::try_from(pid)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
-        if !pid_exists(pid) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no process with pid {pid}"),
-            ));
-        }
+        super::check_signalable(pid)?;
         let pgid = super::getpgid(pid)?;
         // SAFETY: getpgrp has no preconditions.
         let own = unsafe { libc::getpgrp() };
@@ -186,6 +181,12 @@ impl Pgroup {
             active_process_count: self.members()?.len() as u64,
             ..GroupStats::default()
         })
+    }
+
+    /// A process group has no memory accounting: never an OOM kill to report.
+    #[allow(dead_code)]
+    pub(crate) fn oom_killed(&self) -> bool {
+        false
     }
 
     /// Whether every tracked group is gone.
