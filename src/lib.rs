@@ -55,7 +55,7 @@ pub use group::{Mechanism, ProcessGroup, ProcessGroupOptions};
 pub use result::{OutputText, ProcessResult, StageOutcome};
 pub use retry::{AttemptOutcome, RetryPolicy};
 pub use runner::{BoxFuture, JobRunner, ProcessRunner, ProcessRunnerExt};
-pub use running::{wait_any, LineStream, RunningProcess, StdinWriter};
+pub use running::{wait_any, AllLines, LineStream, OutputLine, RunningProcess, StdinWriter};
 pub use stdio::{BufferPolicy, Encoding, OutputMode, Stdin};
 
 /// `StreamExt` from `tokio-stream`, for `.next()` on line streams.

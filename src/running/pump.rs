@@ -4,11 +4,16 @@
 //!
 //! Lines are split on `\n` first and decoded second (lossily), so invalid UTF-8 never ends a
 //! stream; a trailing `\r` is removed; a final line without a newline is still delivered.
+//!
+//! Memory held for a stream nobody reads is bounded: at most [`CHANNEL_BATCHES`] batches in
+//! the channel, one batch being filled, one batch being handed out by the stream, and one read
+//! buffer — each batch at most [`BATCH_MAX_BYTES`] of line text or [`BATCH_MAX_LINES`] lines —
+//! plus the one line still being assembled (a single line is always held whole).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -20,14 +25,26 @@ use crate::command::LineHandler;
 use crate::stdio::{BufferPolicy, Capture};
 use crate::sys::PipeReader;
 
-/// Bytes per read: large reads are what make capture fast.
-const READ_CHUNK: usize = 128 * 1024;
-/// Batches in flight between a pump and its stream: the memory an unread stream can hold is
-/// bounded by `CHANNEL_BATCHES * READ_CHUNK` plus one partial line.
-const CHANNEL_BATCHES: usize = 2;
+/// Bytes per read. A pipe rarely holds more than this at once, and one read per chunk keeps
+/// the syscall count low.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+/// A batch is handed to the stream once it holds this much line text...
+pub(crate) const BATCH_MAX_BYTES: usize = 64 * 1024;
+/// ...or this many lines (bounds the per-`String` overhead of many tiny lines).
+pub(crate) const BATCH_MAX_LINES: usize = 1024;
+/// Batches in flight between a pump and its stream.
+pub(crate) const CHANNEL_BATCHES: usize = 4;
 
-/// A batch of complete lines, in order.
-pub(crate) type Batch = Vec<String>;
+/// Arrival order across every pump of the process: each chunk read gets the next number, so a
+/// merged stdout+stderr stream can interleave batches in the order they were read.
+static ARRIVAL: AtomicU64 = AtomicU64::new(1);
+
+/// A batch of complete lines, in order, stamped with its arrival number.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) seq: u64,
+    pub(crate) lines: Vec<String>,
+}
 
 /// Where a pump's output goes right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,12 +57,22 @@ pub(crate) enum Mode {
     Discard,
 }
 
+/// The part of the pump state that changes together: the mode, the capture buffer, and the
+/// unterminated line left in the capture when it was switched to a stream.
+#[derive(Debug)]
+struct State {
+    mode: Mode,
+    capture: Capture,
+    /// Set by [`Pump::into_lines`]: the captured bytes after the last newline, which the pump
+    /// must prepend to what it reads next.
+    carry: Option<Vec<u8>>,
+}
+
 /// State shared between a pump task and its owner.
 #[derive(Debug)]
 pub(crate) struct PumpShared {
-    mode: Mutex<Mode>,
+    state: Mutex<State>,
     mode_changed: Notify,
-    capture: Mutex<Capture>,
     /// Whether the pump task has seen end-of-file (or was stopped).
     done: Mutex<bool>,
     done_notify: Notify,
@@ -54,28 +81,30 @@ pub(crate) struct PumpShared {
 }
 
 impl PumpShared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn set_mode(&self, m: Mode) {
-        *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = m;
+        self.state().mode = m;
         self.mode_changed.notify_waiters();
     }
 
     pub(crate) fn mode(&self) -> Mode {
-        *self.mode.lock().unwrap_or_else(|e| e.into_inner())
+        self.state().mode
     }
 
     /// Takes the captured bytes and the dropped count.
     pub(crate) fn take_capture(&self) -> (Vec<u8>, u64) {
-        let mut c = self.capture.lock().unwrap_or_else(|e| e.into_inner());
-        let policy_cap = c.cap();
-        std::mem::replace(&mut *c, Capture::with_cap(policy_cap)).finish()
+        let mut st = self.state();
+        let policy_cap = st.capture.cap();
+        std::mem::replace(&mut st.capture, Capture::with_cap(policy_cap)).finish()
     }
 
     /// A copy of what is captured so far.
+    #[allow(dead_code)]
     pub(crate) fn capture_snapshot(&self) -> Vec<u8> {
-        self.capture
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot()
+        self.state().capture.snapshot()
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -119,9 +148,12 @@ impl Pump {
     ) -> Pump {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let shared = Arc::new(PumpShared {
-            mode: Mutex::new(mode),
+            state: Mutex::new(State {
+                mode,
+                capture: Capture::new(policy),
+                carry: None,
+            }),
             mode_changed: Notify::new(),
-            capture: Mutex::new(Capture::new(policy)),
             done: Mutex::new(false),
             done_notify: Notify::new(),
             error: Mutex::new(None),
@@ -148,32 +180,32 @@ impl Pump {
         self.shared.mark_done();
     }
 
-    /// The stream over this pump's lines: switches the pump to channel mode and yields what was
-    /// captured before the switch first.
+    /// The stream over this pump's lines: switches the pump to channel mode and yields the
+    /// complete lines captured before the switch first. Returns an empty stream when the lines
+    /// were already handed out.
     pub(crate) fn into_lines(&mut self) -> LineStream {
+        let Some(rx) = self.rx.take() else {
+            return LineStream::empty();
+        };
         let mut pending = VecDeque::new();
-        let mode = self.shared.mode();
-        if mode == Mode::Capture {
-            // Hold the capture lock across the switch so no chunk is lost in between.
-            let mut cap = self.shared.capture.lock().unwrap_or_else(|e| e.into_inner());
-            let bytes = cap.snapshot();
-            let cap_len = cap.cap();
-            *cap = Capture::with_cap(cap_len);
-            *self.shared.mode.lock().unwrap_or_else(|e| e.into_inner()) = Mode::Channel;
-            drop(cap);
-            self.shared.mode_changed.notify_waiters();
-            let mut splitter = LineSplitter::default();
-            splitter.push(&bytes, |l| pending.push_back(l));
-            if let Some(rest) = splitter.finish_partial() {
-                // An unterminated line captured before the switch is delivered as its own line:
-                // the switch is rare (stderr_lines after stderr already arrived) and splitting
-                // one line is better than losing bytes.
-                pending.push_back(decode(rest));
+        {
+            // One lock covers the snapshot and the switch: the pump checks the mode and
+            // appends to the capture under the same lock, so no chunk falls in between.
+            let mut st = self.shared.state();
+            if st.mode == Mode::Capture {
+                let cap = st.capture.cap();
+                let (bytes, _) =
+                    std::mem::replace(&mut st.capture, Capture::with_cap(cap)).finish();
+                let mut splitter = LineSplitter::default();
+                splitter.push(&bytes, |l| pending.push_back(l));
+                st.carry = splitter.finish_partial();
+                st.mode = Mode::Channel;
             }
         }
         LineStream {
             pending,
-            rx: self.rx.take(),
+            seq: 0,
+            rx: Some(rx),
         }
     }
 }
@@ -213,6 +245,7 @@ async fn run(
 ) {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut splitter = LineSplitter::default();
+    let mut out = Outbox::new(tx);
     loop {
         let n = match reader.read(&mut buf).await {
             Ok(0) => break,
@@ -227,32 +260,49 @@ async fn run(
             a.touch();
         }
         let data = &buf[..n];
-        let mode = shared.mode();
+        let mode = {
+            let mut st = shared.state();
+            match st.mode {
+                Mode::Capture => st.capture.push(data),
+                Mode::Channel => {
+                    if let Some(carry) = st.carry.take() {
+                        // With a handler the splitter already holds this partial line (it was
+                        // fed every captured chunk); without one it starts from the carry.
+                        if handler.is_none() {
+                            splitter.partial = carry;
+                        }
+                    }
+                }
+                Mode::Discard => {}
+            }
+            st.mode
+        };
         match mode {
             Mode::Capture | Mode::Discard => {
-                if mode == Mode::Capture {
-                    shared
-                        .capture
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(data);
-                }
                 if let Some(h) = &handler {
                     splitter.push(data, |l| h(&l));
                 }
             }
             Mode::Channel => {
-                let mut batch = Vec::new();
-                splitter.push(data, |l| {
+                let seq = ARRIVAL.fetch_add(1, Ordering::Relaxed);
+                let mut rest = data;
+                while let Some(line) = splitter.next_line(&mut rest) {
                     if let Some(h) = &handler {
-                        h(&l);
+                        h(&line);
                     }
-                    batch.push(l);
-                });
-                if !batch.is_empty() {
-                    deliver(&shared, &tx, batch).await;
+                    if out.push(line) {
+                        out.flush(&shared, seq).await;
+                    }
                 }
+                // Hand over what this chunk completed: a reader sees a line as soon as it
+                // arrives, not when a batch fills up.
+                out.flush(&shared, seq).await;
             }
+        }
+    }
+    if handler.is_none() && shared.mode() == Mode::Channel {
+        if let Some(carry) = shared.state().carry.take() {
+            splitter.partial = carry;
         }
     }
     if let Some(last) = splitter.finish_partial() {
@@ -261,37 +311,119 @@ async fn run(
             h(&line);
         }
         if shared.mode() == Mode::Channel {
-            deliver(&shared, &tx, vec![line]).await;
+            out.push(line);
+            out.flush(&shared, ARRIVAL.fetch_add(1, Ordering::Relaxed))
+                .await;
         }
     }
     shared.mark_done();
 }
 
-/// Sends a batch, or—when nobody will ever read it—drops it. Re-dispatches if the mode changes
-/// while waiting for room.
-async fn deliver(shared: &PumpShared, tx: &mpsc::Sender<Batch>, batch: Batch) {
-    let changed = shared.mode_changed.notified();
-    tokio::pin!(changed);
-    tokio::select! {
-        r = tx.send(batch) => {
-            if let Err(mpsc::error::SendError(_lost)) = r {
+/// The batch being filled and the channel it goes to.
+struct Outbox {
+    tx: mpsc::Sender<Batch>,
+    lines: Vec<String>,
+    bytes: usize,
+    /// Set once the stream is gone or the run stopped wanting lines: batches are dropped.
+    closed: bool,
+}
+
+impl Outbox {
+    fn new(tx: mpsc::Sender<Batch>) -> Outbox {
+        Outbox {
+            tx,
+            lines: Vec::new(),
+            bytes: 0,
+            closed: false,
+        }
+    }
+
+    /// Adds a line; returns whether the batch is full.
+    fn push(&mut self, line: String) -> bool {
+        if self.closed {
+            return false;
+        }
+        self.bytes += line.len() + 1;
+        self.lines.push(line);
+        self.lines.len() >= BATCH_MAX_LINES || self.bytes >= BATCH_MAX_BYTES
+    }
+
+    /// Sends the batch (waiting for room: backpressure), or drops it when nobody will read it.
+    async fn flush(&mut self, shared: &PumpShared, seq: u64) {
+        if self.lines.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            seq,
+            lines: std::mem::take(&mut self.lines),
+        };
+        self.bytes = 0;
+        if self.closed {
+            return;
+        }
+        // Fast path: room in the channel, no waiting machinery.
+        let batch = match self.tx.try_send(batch) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.close(shared);
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(b)) => b,
+        };
+        let mut batch = Some(batch);
+        loop {
+            let changed = shared.mode_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if shared.mode() != Mode::Channel {
+                // The only way out of channel mode is discard (e.g. `wait()`): drop the batch.
+                self.closed = true;
+                return;
+            }
+            let permit = tokio::select! {
+                p = self.tx.reserve() => p,
+                _ = &mut changed => continue,
+            };
+            let sent = match permit {
+                Ok(permit) => {
+                    if let Some(b) = batch.take() {
+                        permit.send(b);
+                    }
+                    true
+                }
+                Err(_) => false,
+            };
+            if !sent {
                 // The stream (or the handle) was dropped: nobody reads this stream any more.
+                self.closed = true;
                 shared.set_mode(Mode::Discard);
             }
+            return;
         }
-        _ = &mut changed => {
-            // The finisher no longer wants lines (e.g. `wait()`); the batch is discarded.
-        }
+    }
+
+    fn close(&mut self, shared: &PumpShared) {
+        self.closed = true;
+        shared.set_mode(Mode::Discard);
     }
 }
 
 /// A stream of decoded lines from one output pipe.
 ///
-/// Ends when the pipe closes: the child and every descendant holding it exited, or the tree was
-/// killed (timeout, cancellation, drop).
+/// Returned by [`RunningProcess::stdout_lines`](crate::RunningProcess::stdout_lines) and
+/// [`stderr_lines`](crate::RunningProcess::stderr_lines). Ends when the pipe closes: the child
+/// and every descendant holding it exited, or the tree was killed (timeout, cancellation,
+/// drop of the handle).
+///
+/// Reading applies backpressure: while the stream is not polled, the pump stops reading once a
+/// small fixed window (a few hundred KiB) is buffered, the pipe fills, and the child blocks on
+/// its next write. Dropping the stream discards the rest of that output (the child never
+/// blocks on it again).
 #[derive(Debug)]
 pub struct LineStream {
     pending: VecDeque<String>,
+    /// Arrival number of the lines in `pending`.
+    seq: u64,
     rx: Option<mpsc::Receiver<Batch>>,
 }
 
@@ -299,31 +431,36 @@ impl LineStream {
     pub(crate) fn empty() -> LineStream {
         LineStream {
             pending: VecDeque::new(),
+            seq: 0,
             rx: None,
         }
     }
 
+    /// A stream over fixed lines (scripted runs).
+    #[allow(dead_code)]
     pub(crate) fn from_lines(lines: Vec<String>) -> LineStream {
         LineStream {
             pending: lines.into(),
+            seq: 0,
             rx: None,
         }
     }
-}
 
-impl Stream for LineStream {
-    type Item = String;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<String>> {
+    /// Makes a line available if one is (or becomes) ready: `Ready(Some(seq))` with the arrival
+    /// number of the next line, `Ready(None)` at the end, `Pending` otherwise.
+    pub(crate) fn poll_peek_seq(&mut self, cx: &mut Context<'_>) -> Poll<Option<u64>> {
         loop {
-            if let Some(l) = self.pending.pop_front() {
-                return Poll::Ready(Some(l));
+            if !self.pending.is_empty() {
+                return Poll::Ready(Some(self.seq));
             }
             let Some(rx) = self.rx.as_mut() else {
                 return Poll::Ready(None);
             };
             match rx.poll_recv(cx) {
-                Poll::Ready(Some(batch)) => self.pending.extend(batch),
+                Poll::Ready(Some(batch)) => {
+                    self.seq = batch.seq;
+                    self.pending = batch.lines.into();
+                }
                 Poll::Ready(None) => {
                     self.rx = None;
                     return Poll::Ready(None);
@@ -331,6 +468,28 @@ impl Stream for LineStream {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// The next line after [`poll_peek_seq`](Self::poll_peek_seq) returned `Ready(Some(_))`.
+    pub(crate) fn pop(&mut self) -> Option<String> {
+        self.pending.pop_front()
+    }
+}
+
+impl Stream for LineStream {
+    type Item = String;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        match self.poll_peek_seq(cx) {
+            Poll::Ready(Some(_)) => Poll::Ready(self.pending.pop_front()),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.pending.len();
+        (n, if self.rx.is_none() { Some(n) } else { None })
     }
 }
 
@@ -341,20 +500,34 @@ pub(crate) struct LineSplitter {
 }
 
 impl LineSplitter {
+    /// Takes the next complete line off the front of `data` (advancing it), or keeps the
+    /// unterminated rest for the next chunk and returns `None`.
+    #[inline]
+    pub(crate) fn next_line(&mut self, data: &mut &[u8]) -> Option<String> {
+        let d = *data;
+        match memchr::memchr(b'\n', d) {
+            Some(i) => {
+                *data = &d[i + 1..];
+                if self.partial.is_empty() {
+                    Some(decode_slice(&d[..i]))
+                } else {
+                    self.partial.extend_from_slice(&d[..i]);
+                    Some(decode(std::mem::take(&mut self.partial)))
+                }
+            }
+            None => {
+                self.partial.extend_from_slice(d);
+                *data = &d[d.len()..];
+                None
+            }
+        }
+    }
+
     /// Feeds `data`, calling `emit` for every completed line (without `\n` or `\r\n`).
     pub(crate) fn push(&mut self, mut data: &[u8], mut emit: impl FnMut(String)) {
-        while let Some(i) = memchr::memchr(b'\n', data) {
-            let line = &data[..i];
-            if self.partial.is_empty() {
-                emit(decode_slice(line));
-            } else {
-                self.partial.extend_from_slice(line);
-                let full = std::mem::take(&mut self.partial);
-                emit(decode(full));
-            }
-            data = &data[i + 1..];
+        while let Some(line) = self.next_line(&mut data) {
+            emit(line);
         }
-        self.partial.extend_from_slice(data);
     }
 
     /// The unterminated remainder, if any.

@@ -3,7 +3,7 @@
 use tokio::io::AsyncWriteExt as _;
 
 use crate::error::{Error, Result};
-use crate::stdio::{StdinKind, Stdin};
+use crate::stdio::{Stdin, StdinKind};
 use crate::sys::PipeWriter;
 
 /// An async writer to a running child's stdin.
