@@ -11,10 +11,7 @@ fn child(args: &[&str]) -> Command {
 
 #[tokio::test]
 async fn run_returns_trimmed_stdout() {
-    let out = child(&["print", "  hello  ", ";", "print", ""])
-        .run()
-        .await
-        .unwrap();
+    let out = child(&["print", "  hello  ", ";", "print", ""]).run().await.unwrap();
     assert_eq!(out, "hello");
 }
 
@@ -33,10 +30,7 @@ async fn output_string_nonzero_is_data() {
 
 #[tokio::test]
 async fn run_nonzero_is_typed_error_with_stderr() {
-    let e = child(&["eprint", "boom happened", ";", "exit", "7"])
-        .run()
-        .await
-        .unwrap_err();
+    let e = child(&["eprint", "boom happened", ";", "exit", "7"]).run().await.unwrap_err();
     match &e {
         Error::NonZeroExit { code, stderr, .. } => {
             assert_eq!(*code, 7);
@@ -87,20 +81,13 @@ async fn first_line_match_and_no_match() {
         .await
         .unwrap();
     assert_eq!(l.as_deref(), Some("b=2"));
-    let none = child(&["print", "a"])
-        .first_line(|l| l == "zzz")
-        .await
-        .unwrap();
+    let none = child(&["print", "a"]).first_line(|l| l == "zzz").await.unwrap();
     assert_eq!(none, None);
 }
 
 #[tokio::test]
 async fn stdin_from_string() {
-    let out = child(&["cat"])
-        .stdin(Stdin::from_string("x\ny\n"))
-        .run()
-        .await
-        .unwrap();
+    let out = child(&["cat"]).stdin(Stdin::from_string("x\ny\n")).run().await.unwrap();
     assert_eq!(out, "x\ny");
 }
 
