@@ -1,14 +1,19 @@
-//! The read pump: one task per output pipe that drains it, splits lines on bytes, runs line
-//! handlers, and either captures (per the buffer policy), hands line batches to a bounded
-//! channel (backpressure: a slow consumer slows the child), or discards.
+//! The read pump: one task per output pipe that drains it, runs line handlers, and either
+//! captures (per the buffer policy), hands chunks of whole lines to a bounded channel
+//! (backpressure: a slow consumer slows the child), or discards.
 //!
 //! Lines are split on `\n` first and decoded second (lossily), so invalid UTF-8 never ends a
 //! stream; a trailing `\r` is removed; a final line without a newline is still delivered.
 //!
-//! Memory held for a stream nobody reads is bounded: at most [`CHANNEL_BATCHES`] batches in
-//! the channel, one batch being filled, one batch being handed out by the stream, and one read
-//! buffer — each batch at most [`BATCH_MAX_BYTES`] of line text or [`BATCH_MAX_LINES`] lines —
-//! plus the one line still being assembled (a single line is always held whole).
+//! Speed: the pump only reads and cuts each read at its last newline; the stream splits those
+//! bytes into `String`s on the consumer's side. So every line `String` is allocated and freed
+//! by the same thread (no cross-thread `malloc`/`free` traffic), splitting runs in parallel
+//! with reading, and chunk buffers are recycled through a small pool.
+//!
+//! Memory held for a stream nobody reads is bounded: at most [`CHANNEL_BATCHES`] chunks in
+//! the channel, one being read, one being split by the stream and [`POOL_MAX`] recycled
+//! buffers, each about [`READ_CHUNK`] bytes, plus the one line still being assembled (a single
+//! line is always held whole).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -25,25 +30,54 @@ use crate::command::LineHandler;
 use crate::stdio::{BufferPolicy, Capture};
 use crate::sys::PipeReader;
 
-/// Bytes per read. A pipe rarely holds more than this at once, and one read per chunk keeps
-/// the syscall count low.
-pub(crate) const READ_CHUNK: usize = 64 * 1024;
-/// A batch is handed to the stream once it holds this much line text...
-pub(crate) const BATCH_MAX_BYTES: usize = 64 * 1024;
-/// ...or this many lines (bounds the per-`String` overhead of many tiny lines).
-pub(crate) const BATCH_MAX_LINES: usize = 1024;
-/// Batches in flight between a pump and its stream.
+/// Bytes asked for per read (the pipe itself is 1 MiB on Linux, see `sys`).
+pub(crate) const READ_CHUNK: usize = 128 * 1024;
+/// A read is never smaller than this: a buffer with less room left (a long line in progress)
+/// grows first.
+const MIN_READ: usize = 16 * 1024;
+/// Chunks in flight between a pump and its stream.
 pub(crate) const CHANNEL_BATCHES: usize = 4;
+/// Chunk buffers kept for reuse.
+pub(crate) const POOL_MAX: usize = 4;
 
 /// Arrival order across every pump of the process: each chunk read gets the next number, so a
-/// merged stdout+stderr stream can interleave batches in the order they were read.
+/// merged stdout+stderr stream can interleave chunks in the order they were read.
 static ARRIVAL: AtomicU64 = AtomicU64::new(1);
 
-/// A batch of complete lines, in order, stamped with its arrival number.
+/// Whole lines, in order, stamped with their arrival number: every line ends with `\n`,
+/// except possibly the last one of the last batch (a final line without a newline).
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) seq: u64,
-    pub(crate) lines: Vec<String>,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Recycled chunk buffers, shared by a pump and its stream.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    bufs: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Pool {
+    fn get(&self) -> Vec<u8> {
+        self.bufs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+    }
+
+    fn put(&self, mut buf: Vec<u8>) {
+        // Buffers grown by a very long line are not worth keeping.
+        if buf.capacity() > 4 * READ_CHUNK {
+            return;
+        }
+        buf.clear();
+        let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        if bufs.len() < POOL_MAX {
+            bufs.push(buf);
+        }
+    }
 }
 
 /// Where a pump's output goes right now.
@@ -134,6 +168,7 @@ pub(crate) struct Pump {
     pub(crate) shared: Arc<PumpShared>,
     /// The receiving end of the line channel, until a stream takes it.
     pub(crate) rx: Option<mpsc::Receiver<Batch>>,
+    pool: Arc<Pool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -158,10 +193,17 @@ impl Pump {
             done_notify: Notify::new(),
             error: Mutex::new(None),
         });
-        let task = tokio::spawn(run(reader, shared.clone(), tx, handler, activity));
+        let pool = Arc::new(Pool::default());
+        let out = Outbox {
+            tx,
+            pool: pool.clone(),
+            closed: false,
+        };
+        let task = tokio::spawn(run(reader, shared.clone(), out, handler, activity));
         Pump {
             shared,
             rx: Some(rx),
+            pool,
             task: Some(task),
         }
     }
@@ -204,8 +246,9 @@ impl Pump {
         }
         LineStream {
             pending,
-            seq: 0,
             rx: Some(rx),
+            pool: Some(self.pool.clone()),
+            ..LineStream::empty()
         }
     }
 }
@@ -239,37 +282,43 @@ impl Activity {
 async fn run(
     mut reader: PipeReader,
     shared: Arc<PumpShared>,
-    tx: mpsc::Sender<Batch>,
+    mut out: Outbox,
     handler: Option<LineHandler>,
     activity: Option<Arc<Activity>>,
 ) {
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut splitter = LineSplitter::default();
-    let mut out = Outbox::new(tx);
+    // `buf` starts with the unterminated line carried over from earlier reads (only kept when
+    // someone needs lines: a stream or a handler); new data is read after it.
+    let mut buf = out.pool.get();
     loop {
-        let n = match reader.read(&mut buf).await {
+        if buf.capacity() - buf.len() < MIN_READ {
+            buf.reserve(READ_CHUNK);
+        }
+        let start = buf.len();
+        match reader.read_buf(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 *shared.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                 break;
             }
-        };
+        }
         if let Some(a) = &activity {
             a.touch();
         }
-        let data = &buf[..n];
         let mode = {
             let mut st = shared.state();
             match st.mode {
-                Mode::Capture => st.capture.push(data),
+                Mode::Capture => st.capture.push(&buf[start..]),
                 Mode::Channel => {
                     if let Some(carry) = st.carry.take() {
-                        // With a handler the splitter already holds this partial line (it was
-                        // fed every captured chunk); without one it starts from the carry.
+                        // The captured part of the line in progress. With a handler, `buf`
+                        // already holds it (every captured chunk was kept for line splitting).
                         if handler.is_none() {
-                            splitter.partial = carry;
+                            let new = buf.split_off(start);
+                            buf.clear();
+                            buf.extend_from_slice(&carry);
+                            buf.extend_from_slice(&new);
                         }
                     }
                 }
@@ -277,95 +326,79 @@ async fn run(
             }
             st.mode
         };
-        match mode {
-            Mode::Capture | Mode::Discard => {
-                if let Some(h) = &handler {
-                    splitter.push(data, |l| h(&l));
-                }
-            }
-            Mode::Channel => {
-                let seq = ARRIVAL.fetch_add(1, Ordering::Relaxed);
-                let mut rest = data;
-                while let Some(line) = splitter.next_line(&mut rest) {
-                    if let Some(h) = &handler {
-                        h(&line);
-                    }
-                    if out.push(line) {
-                        out.flush(&shared, seq).await;
-                    }
-                }
-                // Hand over what this chunk completed: a reader sees a line as soon as it
-                // arrives, not when a batch fills up.
-                out.flush(&shared, seq).await;
-            }
+        if handler.is_none() && mode != Mode::Channel {
+            // Nobody needs lines: capture already has the bytes (or they are discarded).
+            buf.clear();
+            continue;
         }
-    }
-    if handler.is_none() && shared.mode() == Mode::Channel {
-        if let Some(carry) = shared.state().carry.take() {
-            splitter.partial = carry;
-        }
-    }
-    if let Some(last) = splitter.finish_partial() {
-        let line = decode(last);
+        // Cut after the last newline: `buf[..cut]` is whole lines, the rest a line in progress.
+        let Some(i) = memchr::memrchr(b'\n', &buf[start..]) else {
+            continue;
+        };
+        let cut = start + i + 1;
         if let Some(h) = &handler {
-            h(&line);
+            for_each_line(&buf[..cut], |l| h(l));
         }
-        if shared.mode() == Mode::Channel {
-            out.push(line);
-            out.flush(&shared, ARRIVAL.fetch_add(1, Ordering::Relaxed))
-                .await;
+        let mut next = out.pool.get();
+        next.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
+        let whole = std::mem::replace(&mut buf, next);
+        if mode == Mode::Channel {
+            let seq = ARRIVAL.fetch_add(1, Ordering::Relaxed);
+            out.send(&shared, Batch { seq, bytes: whole }).await;
+        } else {
+            out.pool.put(whole);
+        }
+    }
+    let mode = shared.mode();
+    if handler.is_none() && mode == Mode::Channel {
+        if let Some(carry) = shared.state().carry.take() {
+            buf.splice(0..0, carry);
+        }
+    }
+    if !buf.is_empty() && (handler.is_some() || mode == Mode::Channel) {
+        if let Some(h) = &handler {
+            h(&decode_str(&buf));
+        }
+        if mode == Mode::Channel {
+            let seq = ARRIVAL.fetch_add(1, Ordering::Relaxed);
+            out.send(&shared, Batch { seq, bytes: buf }).await;
         }
     }
     shared.mark_done();
 }
 
-/// The batch being filled and the channel it goes to.
-struct Outbox {
+/// Calls `f` for every line of `bytes` (whole lines: each ends with `\n`).
+fn for_each_line(bytes: &[u8], mut f: impl FnMut(&str)) {
+    let mut rest = bytes;
+    while let Some(i) = memchr::memchr(b'\n', rest) {
+        f(&decode_str(&rest[..i]));
+        rest = &rest[i + 1..];
+    }
+}
+
+/// The channel to the stream.
+pub(crate) struct Outbox {
     tx: mpsc::Sender<Batch>,
-    lines: Vec<String>,
-    bytes: usize,
+    pool: Arc<Pool>,
     /// Set once the stream is gone or the run stopped wanting lines: batches are dropped.
     closed: bool,
 }
 
 impl Outbox {
-    fn new(tx: mpsc::Sender<Batch>) -> Outbox {
-        Outbox {
-            tx,
-            lines: Vec::new(),
-            bytes: 0,
-            closed: false,
-        }
-    }
-
-    /// Adds a line; returns whether the batch is full.
-    fn push(&mut self, line: String) -> bool {
+    /// Sends a batch (waiting for room: backpressure), or drops it when nobody will read it.
+    async fn send(&mut self, shared: &PumpShared, batch: Batch) {
         if self.closed {
-            return false;
-        }
-        self.bytes += line.len() + 1;
-        self.lines.push(line);
-        self.lines.len() >= BATCH_MAX_LINES || self.bytes >= BATCH_MAX_BYTES
-    }
-
-    /// Sends the batch (waiting for room: backpressure), or drops it when nobody will read it.
-    async fn flush(&mut self, shared: &PumpShared, seq: u64) {
-        if self.lines.is_empty() {
-            return;
-        }
-        let batch = Batch {
-            seq,
-            lines: std::mem::take(&mut self.lines),
-        };
-        self.bytes = 0;
-        if self.closed {
+            self.pool.put(batch.bytes);
             return;
         }
         // Fast path: room in the channel, no waiting machinery.
         let batch = match self.tx.try_send(batch) {
             Ok(()) => return,
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.close(shared);
+            Err(mpsc::error::TrySendError::Closed(b)) => {
+                self.pool.put(b.bytes);
+                self.closed = true;
+                shared.set_mode(Mode::Discard);
                 return;
             }
             Err(mpsc::error::TrySendError::Full(b)) => b,
@@ -401,11 +434,6 @@ impl Outbox {
             return;
         }
     }
-
-    fn close(&mut self, shared: &PumpShared) {
-        self.closed = true;
-        shared.set_mode(Mode::Discard);
-    }
 }
 
 /// A stream of decoded lines from one output pipe.
@@ -416,23 +444,31 @@ impl Outbox {
 /// drop of the handle).
 ///
 /// Reading applies backpressure: while the stream is not polled, the pump stops reading once a
-/// small fixed window (a few hundred KiB) is buffered, the pipe fills, and the child blocks on
-/// its next write. Dropping the stream discards the rest of that output (the child never
-/// blocks on it again).
+/// small fixed window (about a MiB) is buffered, the pipe fills, and the child blocks on its
+/// next write. Dropping the stream discards the rest of that output (the child never blocks on
+/// it again).
 #[derive(Debug)]
 pub struct LineStream {
+    /// Lines decoded before the stream existed (captured output, scripted runs).
     pending: VecDeque<String>,
-    /// Arrival number of the lines in `pending`.
+    /// The chunk being split and the position of its next line.
+    current: Vec<u8>,
+    pos: usize,
+    /// Arrival number of `current` (0 for `pending`).
     seq: u64,
     rx: Option<mpsc::Receiver<Batch>>,
+    pool: Option<Arc<Pool>>,
 }
 
 impl LineStream {
     pub(crate) fn empty() -> LineStream {
         LineStream {
             pending: VecDeque::new(),
+            current: Vec::new(),
+            pos: 0,
             seq: 0,
             rx: None,
+            pool: None,
         }
     }
 
@@ -441,16 +477,18 @@ impl LineStream {
     pub(crate) fn from_lines(lines: Vec<String>) -> LineStream {
         LineStream {
             pending: lines.into(),
-            seq: 0,
-            rx: None,
+            ..LineStream::empty()
         }
     }
 
     /// Makes a line available if one is (or becomes) ready: `Ready(Some(seq))` with the arrival
     /// number of the next line, `Ready(None)` at the end, `Pending` otherwise.
     pub(crate) fn poll_peek_seq(&mut self, cx: &mut Context<'_>) -> Poll<Option<u64>> {
+        if !self.pending.is_empty() {
+            return Poll::Ready(Some(0));
+        }
         loop {
-            if !self.pending.is_empty() {
+            if self.pos < self.current.len() {
                 return Poll::Ready(Some(self.seq));
             }
             let Some(rx) = self.rx.as_mut() else {
@@ -458,11 +496,17 @@ impl LineStream {
             };
             match rx.poll_recv(cx) {
                 Poll::Ready(Some(batch)) => {
+                    let done = std::mem::replace(&mut self.current, batch.bytes);
+                    if let Some(pool) = &self.pool {
+                        pool.put(done);
+                    }
+                    self.pos = 0;
                     self.seq = batch.seq;
-                    self.pending = batch.lines.into();
                 }
                 Poll::Ready(None) => {
                     self.rx = None;
+                    self.current = Vec::new();
+                    self.pos = 0;
                     return Poll::Ready(None);
                 }
                 Poll::Pending => return Poll::Pending,
@@ -472,7 +516,21 @@ impl LineStream {
 
     /// The next line after [`poll_peek_seq`](Self::poll_peek_seq) returned `Ready(Some(_))`.
     pub(crate) fn pop(&mut self) -> Option<String> {
-        self.pending.pop_front()
+        if let Some(l) = self.pending.pop_front() {
+            return Some(l);
+        }
+        let rest = &self.current[self.pos..];
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, used) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], i + 1),
+            // The final line, without a newline.
+            None => (rest, rest.len()),
+        };
+        let line = decode_slice(line);
+        self.pos += used;
+        Some(line)
     }
 }
 
@@ -481,7 +539,7 @@ impl Stream for LineStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<String>> {
         match self.poll_peek_seq(cx) {
-            Poll::Ready(Some(_)) => Poll::Ready(self.pending.pop_front()),
+            Poll::Ready(Some(_)) => Poll::Ready(self.pop()),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -489,7 +547,14 @@ impl Stream for LineStream {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = self.pending.len();
-        (n, if self.rx.is_none() { Some(n) } else { None })
+        (
+            n,
+            if self.rx.is_none() && self.pos >= self.current.len() {
+                Some(n)
+            } else {
+                None
+            },
+        )
     }
 }
 
@@ -544,6 +609,12 @@ fn strip_cr(b: &[u8]) -> &[u8] {
     b.strip_suffix(b"\r").unwrap_or(b)
 }
 
+/// Decodes one line for a handler, borrowing when it is valid UTF-8.
+fn decode_str(line: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(strip_cr(line))
+}
+
+#[inline]
 fn decode_slice(line: &[u8]) -> String {
     let line = strip_cr(line);
     match std::str::from_utf8(line) {

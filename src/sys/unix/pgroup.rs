@@ -70,7 +70,10 @@ impl Pgroup {
     }
 
     /// Spawns a caller-built std command as the leader of a new process group.
-    pub(crate) fn spawn_std(&self, cmd: &mut std::process::Command) -> io::Result<std::process::Child> {
+    pub(crate) fn spawn_std(
+        &self,
+        cmd: &mut std::process::Command,
+    ) -> io::Result<std::process::Child> {
         use std::os::unix::process::CommandExt as _;
         cmd.process_group(0);
         let child = cmd.spawn()?;
@@ -146,7 +149,10 @@ impl Pgroup {
         let pid = i32::try_from(pid)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
         if !pid_exists(pid) {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no process with pid {pid}")));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no process with pid {pid}"),
+            ));
         }
         let pgid = super::getpgid(pid)?;
         // SAFETY: getpgrp has no preconditions.
