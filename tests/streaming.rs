@@ -562,3 +562,54 @@ async fn wait_discards_unread_stdout() {
         .unwrap();
     assert_eq!(bounded("wait", run.wait()).await.unwrap(), Some(5));
 }
+
+#[tokio::test]
+async fn wait_for_line_in_a_shared_group_gives_up_soon_after_exit() {
+    // The grandchild keeps stdout open and, in a shared group, may not be killed by the
+    // handle: the probe must still notice that the child exited instead of waiting LIMIT out.
+    let dir = tempdir();
+    let gc = dir.path().join("gc.pid");
+    let group = ProcessGroup::new().unwrap();
+    let mut run = group
+        .start(&child(&[
+            "spawn",
+            "bg",
+            gc.to_str().unwrap(),
+            ";",
+            "print",
+            "not it",
+            ";",
+            "exit",
+            "0",
+        ]))
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(LIMIT / 2, run.wait_for_line(|l| l == "ready", LIMIT))
+        .await
+        .expect("the probe waited for the whole deadline after the child exited")
+        .unwrap_err();
+    match &e {
+        Error::NotReady { reason, .. } => assert!(reason.contains("exited"), "{reason}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let gc_pid = read_pid_file(&gc, LIMIT);
+    assert!(
+        pid_alive(gc_pid),
+        "a shared-group handle leaves other members alone"
+    );
+    drop(run);
+    drop(group);
+    assert_dead_within(&[gc_pid], LIMIT);
+}
+
+#[test]
+fn handles_and_streams_are_send() {
+    fn send<T: Send + 'static>() {}
+    send::<processkit::RunningProcess>();
+    send::<processkit::LineStream>();
+    send::<processkit::AllLines>();
+    send::<processkit::StdinWriter>();
+    fn unpin<T: Unpin>() {}
+    unpin::<processkit::LineStream>();
+    unpin::<processkit::AllLines>();
+}

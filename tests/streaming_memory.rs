@@ -51,7 +51,7 @@ async fn slow_reader_keeps_memory_bounded_over_200_mb() {
     {
         count += 1;
         bytes += line.len() as u64 + 1;
-        if count % 4096 == 0 {
+        if count.is_multiple_of(4096) {
             peak = peak.max(vm_rss_kib());
             // The slow consumer: the child must wait for us, not the heap.
             tokio::time::sleep(Duration::from_millis(1)).await;

@@ -157,7 +157,7 @@ impl RunningProcess {
     /// [`stdout_lines`](Self::stdout_lines). A second call returns an empty stream.
     pub fn stderr_lines(&mut self) -> LineStream {
         match self.stderr.as_mut() {
-            Some(p) => p.into_lines(),
+            Some(p) => p.take_lines(),
             None => LineStream::empty(),
         }
     }
@@ -166,7 +166,7 @@ impl RunningProcess {
         if self.stdout_stream.is_none() {
             if let Some(p) = self.stdout.as_mut() {
                 if p.rx.is_some() {
-                    self.stdout_stream = Some(p.into_lines());
+                    self.stdout_stream = Some(p.take_lines());
                 }
             }
         }

@@ -97,7 +97,7 @@ pub(crate) enum Mode {
 struct State {
     mode: Mode,
     capture: Capture,
-    /// Set by [`Pump::into_lines`]: the captured bytes after the last newline, which the pump
+    /// Set by [`Pump::take_lines`]: the captured bytes after the last newline, which the pump
     /// must prepend to what it reads next.
     carry: Option<Vec<u8>>,
 }
@@ -225,7 +225,7 @@ impl Pump {
     /// The stream over this pump's lines: switches the pump to channel mode and yields the
     /// complete lines captured before the switch first. Returns an empty stream when the lines
     /// were already handed out.
-    pub(crate) fn into_lines(&mut self) -> LineStream {
+    pub(crate) fn take_lines(&mut self) -> LineStream {
         let Some(rx) = self.rx.take() else {
             return LineStream::empty();
         };
@@ -635,6 +635,7 @@ pub(crate) fn decode(mut line: Vec<u8>) -> String {
 }
 
 /// Splits a whole buffer into lines (used by scripted runs and tests).
+#[allow(dead_code)] // the scripted runner (test doubles) uses it
 pub(crate) fn split_all(bytes: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     let mut s = LineSplitter::default();
@@ -667,5 +668,116 @@ mod tests {
     #[test]
     fn empty_lines_kept() {
         assert_eq!(split_all(b"\n\nx"), ["", "", "x"]);
+    }
+
+    use tokio::io::AsyncWriteExt as _;
+    use tokio_stream::StreamExt as _;
+
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    fn pump_over(mode: Mode, with_handler: bool) -> (tokio::io::DuplexStream, Pump, Seen) {
+        let (writer, reader) = tokio::io::duplex(1 << 16);
+        let seen: Seen = Arc::default();
+        let s = seen.clone();
+        let handler: Option<LineHandler> = if with_handler {
+            Some(Arc::new(move |l: &str| {
+                s.lock().unwrap().push(l.to_owned())
+            }))
+        } else {
+            None
+        };
+        let pump = Pump::spawn(
+            Box::pin(reader),
+            mode,
+            BufferPolicy::default(),
+            handler,
+            None,
+        );
+        (writer, pump, seen)
+    }
+
+    async fn captured(p: &Pump, len: usize) {
+        while p.shared.capture_snapshot().len() < len {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A line cut in half by the switch from capture to stream arrives whole, once.
+    #[tokio::test]
+    async fn switch_mid_line_keeps_the_line_whole() {
+        for with_handler in [false, true] {
+            let (mut w, mut pump, seen) = pump_over(Mode::Capture, with_handler);
+            w.write_all(b"a\r\nhal").await.unwrap();
+            captured(&pump, 6).await;
+            let mut lines = pump.take_lines();
+            w.write_all(b"f\nb\n\xfftail").await.unwrap();
+            drop(w);
+            let got: Vec<String> = (&mut lines).collect().await;
+            assert_eq!(
+                got,
+                ["a", "half", "b", "\u{fffd}tail"],
+                "handler: {with_handler}"
+            );
+            if with_handler {
+                assert_eq!(*seen.lock().unwrap(), got);
+            }
+            assert!(
+                pump.take_lines().next().await.is_none(),
+                "lines are handed out once"
+            );
+        }
+    }
+
+    /// The switch right before end-of-file still delivers the captured partial line.
+    #[tokio::test]
+    async fn switch_then_eof_delivers_the_carry() {
+        let (mut w, mut pump, _) = pump_over(Mode::Capture, false);
+        w.write_all(b"x\nunterminated").await.unwrap();
+        captured(&pump, 14).await;
+        let lines = pump.take_lines();
+        drop(w);
+        let got: Vec<String> = lines.collect().await;
+        assert_eq!(got, ["x", "unterminated"]);
+    }
+
+    /// Lines longer than a read chunk, and many tiny ones, come through intact.
+    #[tokio::test]
+    async fn long_and_tiny_lines() {
+        let (mut w, mut pump, seen) = pump_over(Mode::Channel, true);
+        let lines = pump.take_lines();
+        let long = "y".repeat(3 * READ_CHUNK + 17);
+        let mut input = String::new();
+        input.push_str(&long);
+        input.push('\n');
+        for i in 0..5000 {
+            input.push_str(&(i % 10).to_string());
+            input.push('\n');
+        }
+        let writer = tokio::spawn(async move {
+            w.write_all(input.as_bytes()).await.unwrap();
+        });
+        let got: Vec<String> = lines.collect().await;
+        writer.await.unwrap();
+        assert_eq!(got.len(), 5001);
+        assert_eq!(got[0], long);
+        assert!(got[1..]
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == (i % 10).to_string()));
+        assert_eq!(*seen.lock().unwrap(), got);
+    }
+
+    /// A dropped stream turns the pump into a drain: the writer never blocks.
+    #[tokio::test]
+    async fn dropped_stream_discards() {
+        let (mut w, mut pump, _) = pump_over(Mode::Channel, false);
+        drop(pump.take_lines());
+        let chunk = vec![b'z'; 1 << 16];
+        for _ in 0..64 {
+            w.write_all(&chunk).await.unwrap();
+        }
+        drop(w);
+        pump.wait_done().await;
+        assert_eq!(pump.shared.mode(), Mode::Discard);
     }
 }
