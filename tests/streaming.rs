@@ -613,3 +613,22 @@ fn handles_and_streams_are_send() {
     unpin::<processkit::LineStream>();
     unpin::<processkit::AllLines>();
 }
+
+#[tokio::test]
+async fn finishing_after_a_probe_discards_the_rest_of_stdout() {
+    // A server that keeps printing after its banner: `wait` / `finish_streamed` after
+    // `wait_for_line` must not block on the unread rest.
+    for finish in [false, true] {
+        let mut run = child(&["print", "ready", ";", "bytes", "20M", ";", "exit", "7"])
+            .start()
+            .await
+            .unwrap();
+        run.wait_for_line(|l| l == "ready", LIMIT).await.unwrap();
+        let code = if finish {
+            bounded("finish", run.finish_streamed()).await.unwrap().0
+        } else {
+            bounded("wait", run.wait()).await.unwrap()
+        };
+        assert_eq!(code, Some(7));
+    }
+}

@@ -208,14 +208,14 @@ impl RunningProcess {
         }
     }
 
-    /// Stdout not handed to a stream is switched to discard (nobody will read it).
+    /// Stdout not handed to a stream is switched to discard (nobody will read it). That
+    /// includes the rest of a stream only a probe (`wait_for_line`) read from: a server that
+    /// keeps logging after its banner must not block a later `wait()`.
     fn release_unread_stdout(&mut self) {
-        if self.stdout_stream.is_none() {
-            if let Some(p) = self.stdout.as_mut() {
-                if p.rx.is_some() {
-                    p.rx = None;
-                    p.shared.set_mode(Mode::Discard);
-                }
+        let held_here = self.stdout_stream.take().is_some();
+        if let Some(p) = self.stdout.as_mut() {
+            if p.rx.take().is_some() || held_here {
+                p.shared.set_mode(Mode::Discard);
             }
         }
     }
