@@ -84,7 +84,7 @@ pub mod testing {
 }
 #[cfg(feature = "stats")]
 pub use running::RunProfile;
-pub use running::{wait_any, LineStream, RunningProcess, StdinWriter};
+pub use running::{wait_any, AllLines, LineStream, OutputLine, RunningProcess, StdinWriter};
 pub use stdio::{BufferPolicy, Encoding, OutputMode, Stdin};
 pub use supervisor::{RestartPolicy, StopReason, SupervisionOutcome, Supervisor};
 

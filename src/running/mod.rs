@@ -1,5 +1,6 @@
 //! `RunningProcess`: a live child with line streams, interactive stdin and readiness probes.
 
+mod merge;
 #[cfg(feature = "stats")]
 pub(crate) mod profile;
 pub(crate) mod pump;
@@ -20,6 +21,7 @@ use crate::group::{GroupInner, ProcessGroup};
 use crate::stdio::{BufferPolicy, Encoding};
 use crate::sys::ExitInfo;
 
+pub use merge::{AllLines, OutputLine};
 #[cfg(feature = "stats")]
 pub use profile::RunProfile;
 pub use pump::LineStream;
@@ -150,17 +152,30 @@ impl RunningProcess {
     /// Streams stdout line by line.
     ///
     /// Returns the remaining lines: after [`wait_for_line`](Self::wait_for_line), the lines after
-    /// the match. A second call returns an empty stream. The stream applies backpressure: while
-    /// it is not read, the child blocks once the pipe is full; memory held stays bounded.
+    /// the match. A second call (or a call after [`all_lines`](Self::all_lines)) returns an
+    /// empty stream. Lines are split on `\n` (a trailing `\r` is removed) and decoded lossily,
+    /// so invalid UTF-8 never ends the stream; a last line without a newline is delivered too.
+    ///
+    /// The stream applies backpressure: while it is not read, the pump stops once a small
+    /// fixed window is buffered, the pipe fills, and the child blocks on its next write, so
+    /// memory stays bounded however much the child prints. Stderr keeps draining meanwhile.
+    /// The stream ends when stdout closes: the child exited (the tree of a `start()` handle is
+    /// torn down then, so a grandchild holding the pipe cannot keep it open), the command's
+    /// timeout killed it, or the handle was dropped.
     pub fn stdout_lines(&mut self) -> LineStream {
         self.ensure_stdout_stream();
         self.stdout_stream.take().unwrap_or_else(LineStream::empty)
     }
 
     /// Streams stderr line by line (lines captured before this call come first).
+    ///
+    /// Until this is called, stderr is captured in the background per the command's
+    /// [`BufferPolicy`](crate::BufferPolicy) (for [`finish_streamed`](Self::finish_streamed));
+    /// from here on it goes to the stream instead, with the same backpressure as
+    /// [`stdout_lines`](Self::stdout_lines). A second call returns an empty stream.
     pub fn stderr_lines(&mut self) -> LineStream {
         match self.stderr.as_mut() {
-            Some(p) => p.into_lines(),
+            Some(p) => p.take_lines(),
             None => LineStream::empty(),
         }
     }
@@ -169,7 +184,7 @@ impl RunningProcess {
         if self.stdout_stream.is_none() {
             if let Some(p) = self.stdout.as_mut() {
                 if p.rx.is_some() {
-                    self.stdout_stream = Some(p.into_lines());
+                    self.stdout_stream = Some(p.take_lines());
                 }
             }
         }
@@ -184,8 +199,9 @@ impl RunningProcess {
     /// Waits for the child to exit and returns its exit code (`None` when it was killed: by a
     /// timeout, a signal, or [`kill`](Self::kill)).
     ///
-    /// Stdout that nobody streams is discarded from here on, so a chatty child cannot block
-    /// on a full pipe while you wait.
+    /// Stdout that was not handed to a stream is discarded from here on, so a chatty child
+    /// cannot block on a full pipe while you wait. A stream you hold but do not read still
+    /// applies backpressure: drain or drop it first.
     ///
     /// # Errors
     /// [`Error::Cancelled`] when the run's cancellation token killed it (also when the token
@@ -197,17 +213,27 @@ impl RunningProcess {
         self.release_unread_stdout();
         let st = self.wait_exit().await;
         self.check_cancelled()?;
-        Ok(st?.code)
+        Ok(self.reported_code(st?))
     }
 
-    /// Stdout not handed to a stream is switched to discard (nobody will read it).
+    /// The exit code to report: none for a run the timeout ended (even when the child caught
+    /// the polite signal and exited by itself).
+    fn reported_code(&self, st: ExitInfo) -> Option<i32> {
+        if self.flags.timed_out.load(Ordering::SeqCst) {
+            None
+        } else {
+            st.code
+        }
+    }
+
+    /// Stdout not handed to a stream is switched to discard (nobody will read it). That
+    /// includes the rest of a stream only a probe (`wait_for_line`) read from: a server that
+    /// keeps logging after its banner must not block a later `wait()`.
     fn release_unread_stdout(&mut self) {
-        if self.stdout_stream.is_none() {
-            if let Some(p) = self.stdout.as_mut() {
-                if p.rx.is_some() {
-                    p.rx = None;
-                    p.shared.set_mode(Mode::Discard);
-                }
+        let held_here = self.stdout_stream.take().is_some();
+        if let Some(p) = self.stdout.as_mut() {
+            if p.rx.take().is_some() || held_here {
+                p.shared.set_mode(Mode::Discard);
             }
         }
     }
@@ -262,19 +288,27 @@ impl RunningProcess {
     }
 
     /// Waits for exit and returns the exit code with the stderr drained in the background while
-    /// stdout was streamed (per the command's buffer policy).
+    /// stdout was streamed (kept per the command's [`BufferPolicy`](crate::BufferPolicy):
+    /// past the cap, the head and the tail).
+    ///
+    /// The code is `None` when the run was killed (the command's timeout, a signal,
+    /// [`kill`](Self::kill)). Stderr is empty when it was taken by
+    /// [`stderr_lines`](Self::stderr_lines) or [`all_lines`](Self::all_lines). Stdout not handed
+    /// to a stream is discarded; a stream you still hold keeps its backpressure, so read it to
+    /// the end (or drop it) before finishing.
     ///
     /// # Errors
     /// [`Error::Cancelled`] when the run's token killed it (the stream ended early because of
     /// that); [`Error::Io`] when waiting fails.
     ///
     /// # Cancel safety
-    /// Not cancel safe: dropping it mid-way may lose the stderr collected so far.
+    /// Not cancel safe: dropping it mid-way may lose the stderr collected so far (and kills the
+    /// child, as dropping the handle does).
     pub async fn finish_streamed(mut self) -> Result<(Option<i32>, String)> {
         self.release_unread_stdout();
         let st = self.wait_exit().await;
         self.check_cancelled()?;
-        let st = st?;
+        let code = self.reported_code(st?);
         self.drain_after_exit_one(true).await;
         let stderr = match self.stderr.as_ref() {
             Some(p) => {
@@ -283,7 +317,7 @@ impl RunningProcess {
             }
             None => String::new(),
         };
-        Ok((st.code, stderr))
+        Ok((code, stderr))
     }
 
     /// After exit: wait for the pumps to reach end-of-file (the tree is torn down for private
@@ -316,13 +350,14 @@ impl RunningProcess {
     }
 
     /// Waits until a stdout line satisfies `pred` and returns it. Stdout is consumed up to and
-    /// including the match; continue with [`stdout_lines`](Self::stdout_lines) or
-    /// [`finish_streamed`](Self::finish_streamed).
+    /// including the match; continue with [`stdout_lines`](Self::stdout_lines) (the lines after
+    /// the match) or [`finish_streamed`](Self::finish_streamed).
     ///
     /// # Errors
     /// [`Error::NotReady`] when no line matched within `deadline`, or stdout closed first (the
-    /// child exited). The child is **not** killed. [`Error::Cancelled`] when the run's token
-    /// killed it while waiting.
+    /// child exited), or stdout was already taken by [`stdout_lines`](Self::stdout_lines) /
+    /// [`all_lines`](Self::all_lines) or is not piped. The child is **not** killed.
+    /// [`Error::Cancelled`] when the run's token killed it while waiting.
     ///
     /// # Cancel safety
     /// Cancel safe at line granularity: lines read before cancellation are consumed.
@@ -341,8 +376,23 @@ impl RunningProcess {
         };
         let flags = self.flags.clone();
         let until = tokio::time::Instant::now() + deadline;
+        // In a shared group a descendant we may not kill can hold stdout open after the child
+        // exited: then the lines already written get a short grace, not the whole deadline.
+        let shared = matches!(self.owner, Owner::Shared(_));
+        let mut exit_rx = self.exit_rx.clone();
+        let mut exited_at: Option<tokio::time::Instant> = None;
+        let sleep = tokio::time::sleep_until(until);
+        tokio::pin!(sleep);
         loop {
+            if shared && exited_at.is_none() && exit_rx.borrow().is_some() {
+                let at = tokio::time::Instant::now() + SHARED_DRAIN_LINGER;
+                exited_at = Some(at);
+                if at < until {
+                    sleep.as_mut().reset(at);
+                }
+            }
             tokio::select! {
+                biased;
                 line = stream.next() => match line {
                     Some(l) if pred(&l) => return Ok(l),
                     Some(_) => continue,
@@ -353,9 +403,14 @@ impl RunningProcess {
                         reason: "stdout closed (the child exited) before a matching line".into(),
                     }),
                 },
-                _ = tokio::time::sleep_until(until) => return Err(Error::NotReady {
+                _ = exit_rx.changed(), if shared && exited_at.is_none() => continue,
+                _ = &mut sleep => return Err(Error::NotReady {
                     program,
-                    reason: format!("no matching stdout line within {deadline:?}"),
+                    reason: if exited_at.is_some() {
+                        "the child exited before a matching stdout line".into()
+                    } else {
+                        format!("no matching stdout line within {deadline:?}")
+                    },
                 }),
             }
         }
@@ -469,7 +524,10 @@ impl Drop for RunningProcess {
 /// only: the others stay usable.
 ///
 /// No per-process timeout is applied (bound the race with `tokio::time::timeout`), and no
-/// output is pumped on your behalf beyond the usual background drain.
+/// output is pumped on your behalf beyond the usual background drain of stderr: stdout nobody
+/// reads applies backpressure, so drain chatty children first (or give them
+/// `stdout(OutputMode::Null)`). Nothing is discarded: the winner's unread output stays
+/// available to its streams.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] for an empty slice; otherwise as [`RunningProcess::wait`].
@@ -485,30 +543,24 @@ pub async fn wait_any(procs: &mut [&mut RunningProcess]) -> Result<(usize, Optio
         ));
     }
     let mut rxs: Vec<_> = procs.iter().map(|p| p.exit_rx.clone()).collect();
-    let idx = loop {
-        if let Some(i) = rxs.iter().position(|r| r.borrow().is_some()) {
-            break i;
-        }
-        let futs = rxs.iter_mut().map(|r| Box::pin(r.changed()));
-        let (_, i, _) = select_all(futs).await;
-        if rxs[i].borrow().is_some() {
-            break i;
-        }
-    };
-    let code = procs[idx].wait().await?;
-    Ok((idx, code))
-}
-
-/// Polls every future, returning the first to complete (small, dependency-free `select_all`).
-async fn select_all<F: Future + Unpin>(futs: impl Iterator<Item = F>) -> (F::Output, usize, ()) {
-    let mut futs: Vec<F> = futs.collect();
-    std::future::poll_fn(move |cx| {
+    // Each future resolves once its child reported an exit (or its reporter is gone, which
+    // `wait` then turns into an error): no busy loop either way.
+    let mut futs: Vec<_> = rxs
+        .iter_mut()
+        .map(|r| Box::pin(async move { r.wait_for(|s| s.is_some()).await.is_ok() }))
+        .collect();
+    let idx = std::future::poll_fn(|cx| {
         for (i, f) in futs.iter_mut().enumerate() {
-            if let std::task::Poll::Ready(o) = std::pin::Pin::new(f).poll(cx) {
-                return std::task::Poll::Ready((o, i, ()));
+            if f.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(i);
             }
         }
         std::task::Poll::Pending
     })
-    .await
+    .await;
+    drop(futs);
+    let p = &mut *procs[idx];
+    let st = p.wait_exit().await?;
+    p.check_cancelled()?;
+    Ok((idx, p.reported_code(st)))
 }

@@ -154,10 +154,10 @@ pub(crate) fn spawn(req: SpawnRequest, setup: ChildSetup) -> io::Result<super::C
     let mut child = cmd.spawn()?;
     let pid = child.id().unwrap_or(0);
     let stdin = child.stdin.take().map(|s| Box::pin(s) as super::PipeWriter);
-    let stdout = child
-        .stdout
-        .take()
-        .map(|s| Box::pin(s) as super::PipeReader);
+    let stdout = child.stdout.take().map(|s| {
+        grow_pipe(&s);
+        Box::pin(s) as super::PipeReader
+    });
     let stderr = child
         .stderr
         .take()
@@ -170,6 +170,27 @@ pub(crate) fn spawn(req: SpawnRequest, setup: ChildSetup) -> io::Result<super::C
         inner: Child { child },
     })
 }
+
+/// The stdout pipe capacity asked for on Linux: big enough that a fast writer and our reader
+/// each get a long run of work per wake-up instead of ping-ponging every 64 KiB (the default);
+/// measured by `benches/lines.rs` (streaming 2M lines is about a third faster than with 64 KiB
+/// under load). Kept moderate because an unprivileged user's pipe pages are limited
+/// (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by default): 256 KiB is 64 pages per child, and
+/// the kernel refuses (harmlessly) any growth past the soft limit.
+#[cfg(target_os = "linux")]
+const PIPE_CAPACITY: libc::c_int = 256 << 10;
+
+/// Best effort: raises the capacity of the stdout pipe (Linux `F_SETPIPE_SZ`). Failing (an
+/// unprivileged user at `/proc/sys/fs/pipe-user-pages-soft`, an old kernel) only costs speed.
+#[cfg(target_os = "linux")]
+fn grow_pipe(fd: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl on a descriptor we own (borrowed for the call); F_SETPIPE_SZ takes an int
+    // and touches no memory of ours.
+    let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn grow_pipe(_fd: &impl std::os::fd::AsRawFd) {}
 
 fn to_stdio(s: ChildStdio) -> Stdio {
     match s {
