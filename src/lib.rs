@@ -39,6 +39,7 @@
 mod command;
 mod error;
 mod group;
+mod pipeline;
 mod result;
 mod retry;
 mod running;
@@ -52,6 +53,7 @@ pub use error::{Error, OutputStream, Result};
 pub use group::signal::Signal;
 pub use group::stats::GroupStats;
 pub use group::{Mechanism, ProcessGroup, ProcessGroupOptions};
+pub use pipeline::{Pipeline, PipelineWith, RunningPipeline};
 pub use result::{OutputText, ProcessResult, StageOutcome};
 pub use retry::{AttemptOutcome, RetryPolicy};
 pub use runner::{BoxFuture, JobRunner, ProcessRunner, ProcessRunnerExt};
