@@ -370,7 +370,7 @@ async fn sixty_four_mib_through_three_stages() {
 async fn end_rule_kills_a_producer_that_outlives_the_last_stage() {
     // The producer never writes and never exits; the consumer exits at once.
     let p = child(&["sleep-forever"]).unchecked() | child(&["print", "bye"]);
-    let mut running = p.start().await.unwrap();
+    let running = p.start().await.unwrap();
     let pids = running.pids();
     let r = guarded(running.finish()).await.unwrap();
     assert_eq!(r.code(), Some(0));
@@ -534,4 +534,13 @@ fn pipeline_is_plain_data() {
     assert_eq!(q.get_timeout(), Some(Duration::from_secs(1)));
     assert_eq!(q.stages().len(), 4);
     assert_eq!(Pipeline::from(Command::new("solo")).stages().len(), 1);
+
+    // The verbs' futures can be spawned onto a multi-threaded runtime.
+    fn assert_send<T: Send>(_: &T) {}
+    let group = ProcessGroup::new().unwrap();
+    assert_send(&q.run());
+    assert_send(&q.output_bytes());
+    assert_send(&q.start());
+    assert_send(&q.with_runner(&group).exit_code());
+    assert_send(&q.with_runner(&Double).probe());
 }
