@@ -40,6 +40,7 @@ mod cancel;
 mod command;
 mod error;
 mod group;
+mod pipeline;
 mod result;
 mod retry;
 mod runner;
@@ -63,6 +64,7 @@ pub use group::stats::GroupStats;
 #[cfg(not(feature = "stats"))]
 pub(crate) use group::stats::GroupStats;
 pub use group::{Mechanism, ProcessGroup, ProcessGroupOptions};
+pub use pipeline::{Pipeline, PipelineWith, RunningPipeline};
 pub use result::{OutputText, ProcessResult, StageOutcome};
 pub use retry::{AttemptOutcome, RetryPolicy};
 #[cfg(feature = "mock")]

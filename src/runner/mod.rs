@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::pipeline::{self, Pipeline, RunningPipeline};
 use crate::result::ProcessResult;
 use crate::running::RunningProcess;
 use crate::verbs::{self, Scope};
@@ -53,6 +54,34 @@ pub trait ProcessRunner: Send + Sync {
     /// # Errors
     /// Spawn failures, invalid input, cancellation; see [`Error`].
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>>;
+
+    /// Runs `pipeline` to completion: the combined (pipefail) outcome with every stage's
+    /// outcome in [`ProcessResult::stages`].
+    ///
+    /// [`JobRunner`] and [`ProcessGroup`] connect the stages with native OS pipes. The provided
+    /// default, meant for test doubles, runs the stages one after the other through
+    /// [`output_bytes`](Self::output_bytes), feeding each stage's stdout to the next as stdin
+    /// bytes (so a never-ending producer never ends there); a runner that spawns for real
+    /// should forward to a real runner instead.
+    ///
+    /// # Errors
+    /// Spawn failures, invalid input, cancellation of any stage; see [`Error`].
+    fn output_pipeline<'a>(&'a self, pipeline: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        Box::pin(pipeline::output_emulated(self, pipeline))
+    }
+
+    /// Starts every stage of `pipeline` and returns a live handle.
+    ///
+    /// The provided default (for test doubles) runs every stage but the last to completion
+    /// through [`output_bytes`](Self::output_bytes) and [`start`](Self::start)s the last one
+    /// with the collected bytes as stdin; [`JobRunner`] and [`ProcessGroup`] start every stage
+    /// at once over native pipes.
+    ///
+    /// # Errors
+    /// Spawn failures, invalid input, cancellation of any stage; see [`Error`].
+    fn start_pipeline<'a>(&'a self, pipeline: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
+        Box::pin(pipeline::start_emulated(self, pipeline))
+    }
 }
 
 impl<R: ProcessRunner + ?Sized> ProcessRunner for &R {
@@ -64,6 +93,12 @@ impl<R: ProcessRunner + ?Sized> ProcessRunner for &R {
     }
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         (**self).start(cmd)
+    }
+    fn output_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        (**self).output_pipeline(p)
+    }
+    fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
+        (**self).start_pipeline(p)
     }
 }
 
@@ -77,6 +112,12 @@ impl<R: ProcessRunner + ?Sized> ProcessRunner for Arc<R> {
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         (**self).start(cmd)
     }
+    fn output_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        (**self).output_pipeline(p)
+    }
+    fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
+        (**self).start_pipeline(p)
+    }
 }
 
 impl<R: ProcessRunner + ?Sized> ProcessRunner for Box<R> {
@@ -88,6 +129,12 @@ impl<R: ProcessRunner + ?Sized> ProcessRunner for Box<R> {
     }
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         (**self).start(cmd)
+    }
+    fn output_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        (**self).output_pipeline(p)
+    }
+    fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
+        (**self).start_pipeline(p)
     }
 }
 
@@ -112,6 +159,12 @@ impl ProcessRunner for JobRunner {
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         Box::pin(verbs::start(cmd, Scope::Private))
     }
+    fn output_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        Box::pin(pipeline::output_native(p, None))
+    }
+    fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
+        Box::pin(async move { pipeline::start_native(p, None, verbs::Purpose::Stream) })
+    }
 }
 
 impl ProcessRunner for ProcessGroup {
@@ -126,6 +179,13 @@ impl ProcessRunner for ProcessGroup {
     }
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         Box::pin(verbs::start(cmd, Scope::Shared(self.inner().clone())))
+    }
+    fn output_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+        Box::pin(pipeline::output_native(p, Some(self.inner().clone())))
+    }
+    fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
+        let inner = self.inner().clone();
+        Box::pin(async move { pipeline::start_native(p, Some(inner), verbs::Purpose::Stream) })
     }
 }
 
