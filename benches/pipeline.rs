@@ -38,8 +38,10 @@ fn pipeline(c: &mut Criterion) {
 
     #[cfg(unix)]
     {
-        let script =
-            format!("'{pk}' bytes {SIZE} | '{pk}' cat | '{pk}' cat > /dev/null", pk = pk_child());
+        let script = format!(
+            "'{pk}' bytes {SIZE} | '{pk}' cat | '{pk}' cat > /dev/null",
+            pk = pk_child()
+        );
         g.bench_function("sh", |b| {
             b.iter(|| {
                 let st = std::process::Command::new("sh")

@@ -441,7 +441,7 @@ pub struct RunningPipeline {
 /// What a stage is right now.
 enum Slot {
     /// A running (or exited, not yet collected) process.
-    Live(RunningProcess),
+    Live(Box<RunningProcess>),
     /// A stage that already finished (a runner emulating the chain stage by stage).
     Done(StageInfo),
 }
@@ -864,7 +864,7 @@ pub(crate) fn start_native(
             stage_purpose,
             Some(StageStdio { stdin, stdout }),
         )?;
-        stages.push(Slot::Live(rp));
+        stages.push(Slot::Live(Box::new(rp)));
         upstream = downstream;
     }
     #[cfg(feature = "tracing")]
@@ -927,7 +927,7 @@ pub(crate) async fn start_emulated<R: ProcessRunner + ?Sized>(
     }
     let rp = runner.start(&last).await?;
     let mut stages: Vec<Slot> = infos.into_iter().map(Slot::Done).collect();
-    stages.push(Slot::Live(rp));
+    stages.push(Slot::Live(Box::new(rp)));
     Ok(RunningPipeline {
         stages,
         meta: stage_meta(p),

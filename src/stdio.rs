@@ -245,10 +245,6 @@ impl Capture {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.head.len() + self.tail.len()
-    }
-
     /// The kept bytes (head then tail) and how many were dropped.
     pub(crate) fn finish(mut self) -> (Vec<u8>, u64) {
         let (a, b) = self.tail.as_slices();

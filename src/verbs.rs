@@ -146,8 +146,6 @@ pub(crate) fn start_with(
         program: program.clone(),
         args: cmd.args_lossy(),
         encoding: cmd.encoding,
-        buffer: cmd.buffer,
-        timeout: cmd.timeout,
     };
     let activity = cmd.inactivity_timeout.map(|_| Arc::new(Activity::new()));
     let stdout_mode = match purpose {

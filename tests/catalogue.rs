@@ -29,7 +29,7 @@ async fn every_bad_input_class_is_a_typed_error_naming_the_culprit() {
     let io: Check = |e| matches!(e, Error::Io { .. });
     let spawn_or_not_found: Check = |e| matches!(e, Error::Spawn { .. } | Error::NotFound { .. });
 
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, unused_mut)]
     let mut cases: Vec<(&str, Command, Check, String)> = vec![
         (
             "NUL in program",

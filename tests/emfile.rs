@@ -21,7 +21,7 @@ async fn fd_exhaustion_is_a_typed_error_and_leaks_nothing() {
     // SAFETY: getrlimit/setrlimit write/read a plain struct we own.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     let saved = lim;
-    lim.rlim_cur = (before as u64 + 64).min(lim.rlim_max);
+    lim.rlim_cur = ((before + 64) as libc::rlim_t).min(lim.rlim_max);
     // SAFETY: as above.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
     // Use up every descriptor.

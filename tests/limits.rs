@@ -68,7 +68,7 @@ fn our_group_dirs(parents: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 #[cfg(target_os = "linux")]
-fn cgroup_dirs(proc_entry: &str, only_groups: bool) -> Vec<PathBuf> {
+fn cgroup_dirs(proc_entry: &str, _only_groups: bool) -> Vec<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     // (fstype, super options, mount root, mount point)
     let mounts: Vec<(String, String, String, String)> = mounts

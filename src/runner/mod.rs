@@ -66,7 +66,10 @@ pub trait ProcessRunner: Send + Sync {
     ///
     /// # Errors
     /// Spawn failures, invalid input, cancellation of any stage; see [`Error`].
-    fn output_pipeline<'a>(&'a self, pipeline: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_pipeline<'a>(
+        &'a self,
+        pipeline: &'a Pipeline,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         Box::pin(pipeline::output_emulated(self, pipeline))
     }
 
@@ -79,7 +82,10 @@ pub trait ProcessRunner: Send + Sync {
     ///
     /// # Errors
     /// Spawn failures, invalid input, cancellation of any stage; see [`Error`].
-    fn start_pipeline<'a>(&'a self, pipeline: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
+    fn start_pipeline<'a>(
+        &'a self,
+        pipeline: &'a Pipeline,
+    ) -> BoxFuture<'a, Result<RunningPipeline>> {
         Box::pin(pipeline::start_emulated(self, pipeline))
     }
 }
@@ -94,7 +100,10 @@ impl<R: ProcessRunner + ?Sized> ProcessRunner for &R {
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         (**self).start(cmd)
     }
-    fn output_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_pipeline<'a>(
+        &'a self,
+        p: &'a Pipeline,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         (**self).output_pipeline(p)
     }
     fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
@@ -112,7 +121,10 @@ impl<R: ProcessRunner + ?Sized> ProcessRunner for Arc<R> {
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         (**self).start(cmd)
     }
-    fn output_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_pipeline<'a>(
+        &'a self,
+        p: &'a Pipeline,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         (**self).output_pipeline(p)
     }
     fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
@@ -130,7 +142,10 @@ impl<R: ProcessRunner + ?Sized> ProcessRunner for Box<R> {
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         (**self).start(cmd)
     }
-    fn output_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_pipeline<'a>(
+        &'a self,
+        p: &'a Pipeline,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         (**self).output_pipeline(p)
     }
     fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
@@ -159,7 +174,10 @@ impl ProcessRunner for JobRunner {
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         Box::pin(verbs::start(cmd, Scope::Private))
     }
-    fn output_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_pipeline<'a>(
+        &'a self,
+        p: &'a Pipeline,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         Box::pin(pipeline::output_native(p, None))
     }
     fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
@@ -180,7 +198,10 @@ impl ProcessRunner for ProcessGroup {
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
         Box::pin(verbs::start(cmd, Scope::Shared(self.inner().clone())))
     }
-    fn output_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+    fn output_pipeline<'a>(
+        &'a self,
+        p: &'a Pipeline,
+    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         Box::pin(pipeline::output_native(p, Some(self.inner().clone())))
     }
     fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {

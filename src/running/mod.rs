@@ -18,7 +18,7 @@ use tokio_stream::StreamExt as _;
 
 use crate::error::{Error, Result};
 use crate::group::{GroupInner, ProcessGroup};
-use crate::stdio::{BufferPolicy, Encoding};
+use crate::stdio::Encoding;
 use crate::sys::ExitInfo;
 
 pub use merge::{AllLines, OutputLine};
@@ -77,8 +77,6 @@ pub(crate) struct RunMeta {
     pub(crate) program: String,
     pub(crate) args: Vec<String>,
     pub(crate) encoding: Encoding,
-    pub(crate) buffer: BufferPolicy,
-    pub(crate) timeout: Option<Duration>,
 }
 
 /// Who owns the container of a run.

@@ -83,8 +83,6 @@ impl RunningProcess {
             program: program.clone(),
             args: cmd.args_lossy(),
             encoding: cmd.encoding,
-            buffer: cmd.buffer,
-            timeout: cmd.timeout,
         };
         let activity = cmd.inactivity_timeout.map(|_| Arc::new(Activity::new()));
         let stdout_mode = match purpose {

@@ -77,6 +77,7 @@ pub(crate) struct SpawnRequest {
     /// POSIX: start a new session.
     pub setsid: bool,
     /// Linux: the direct child receives SIGKILL when the owner dies.
+    #[cfg_attr(windows, allow(dead_code))] // the Job Object's kill-on-close covers it
     pub kill_on_parent_death: bool,
     /// Windows: `CREATE_NO_WINDOW`.
     pub create_no_window: bool,
@@ -134,23 +135,6 @@ impl std::fmt::Debug for Child {
         f.debug_struct("Child")
             .field("pid", &self.pid)
             .finish_non_exhaustive()
-    }
-}
-
-impl Child {
-    /// Waits for the direct child to exit. Cancel safe: dropping the future loses nothing.
-    pub(crate) async fn wait(&mut self) -> io::Result<ExitInfo> {
-        self.inner.wait().await
-    }
-
-    /// Returns the exit status if the child has exited, without blocking.
-    pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitInfo>> {
-        self.inner.try_wait()
-    }
-
-    /// Sends the hard kill to the direct child only (siblings and descendants untouched).
-    pub(crate) fn start_kill(&mut self) -> io::Result<()> {
-        self.inner.start_kill()
     }
 }
 
@@ -232,4 +216,22 @@ pub(crate) fn spawn_std(
     cmd: &mut std::process::Command,
 ) -> io::Result<std::process::Child> {
     c.spawn_std(cmd)
+}
+
+#[cfg(all(test, windows))]
+impl Child {
+    /// Waits for the direct child to exit (backend tests).
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitInfo> {
+        self.inner.wait().await
+    }
+
+    /// Hard-kills the direct child only (backend tests).
+    pub(crate) fn start_kill(&mut self) -> io::Result<()> {
+        self.inner.start_kill()
+    }
+
+    /// The exit status if the child has exited, without blocking (backend tests).
+    pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitInfo>> {
+        self.inner.try_wait()
+    }
 }

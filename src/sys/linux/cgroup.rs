@@ -186,11 +186,6 @@ impl Cgroup {
         })
     }
 
-    /// The cgroup directory.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Spawns a child that joins this cgroup (and its v1 companions) before exec.
     pub(crate) fn spawn(&self, req: SpawnRequest) -> io::Result<crate::sys::Child> {
         let mut extra: Vec<OwnedFd> = Vec::new();

@@ -121,11 +121,6 @@ pub(crate) fn unregister_pgroup(pgid: i32) {
     send(&format!("u {pgid}\n"));
 }
 
-/// Whether the guardian is running in this process.
-pub(crate) fn is_running() -> bool {
-    GUARDIAN.get().is_some_and(|g| g.is_some())
-}
-
 fn send(line: &str) {
     if let Some(Some(g)) = GUARDIAN.get() {
         let mut w = g.pipe.lock().unwrap_or_else(|e| e.into_inner());

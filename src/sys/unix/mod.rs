@@ -214,11 +214,6 @@ impl Child {
         Ok(exit_info(st))
     }
 
-    /// Non-blocking status check.
-    pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitInfo>> {
-        Ok(self.child.try_wait()?.map(exit_info))
-    }
-
     /// SIGTERM to the direct child only (its descendants and group siblings are untouched).
     ///
     /// A child that was already reaped is not signalled: its pid may belong to someone else by

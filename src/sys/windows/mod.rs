@@ -140,6 +140,7 @@ impl Container {
     /// The planned opt-in is `GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, pid)` to members started
     /// with `CREATE_NEW_PROCESS_GROUP` that share our console; GUI programs and processes
     /// without a console cannot receive it, and sending `WM_CLOSE` to windows is out of scope.
+    #[allow(dead_code)] // the planned opt-in graceful tier; nothing calls it yet
     pub(crate) fn graceful_stop(&self) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -326,7 +327,8 @@ impl Child {
         Ok(exit_info(self.child.wait().await?))
     }
 
-    /// The exit status if the child has exited, without blocking.
+    /// The exit status if the child has exited, without blocking (tests only).
+    #[cfg(test)]
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitInfo>> {
         Ok(self.child.try_wait()?.map(exit_info))
     }

@@ -477,6 +477,7 @@ fn limits_are_applied_or_refused_by_name() {
         memory_max: Some(256 << 20),
         max_processes: Some(16),
         cpu_quota: None,
+        ..ContainerOptions::default()
     };
     match Container::create(&opts) {
         Ok(_) if process::running_under_wine() => {
