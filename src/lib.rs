@@ -215,3 +215,26 @@ impl Command {
         JobRunner.start(self).await
     }
 }
+
+/// Entry points for the fuzz targets in `fuzz/` (not a public API; may change at any time).
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Splits `data` into lines fed in chunks cut at `cuts`, and as one buffer; the fuzz target
+    /// asserts both agree.
+    pub fn split_lines(data: &[u8], cuts: &[usize]) -> (Vec<String>, Vec<String>) {
+        use crate::running::pump::{decode, split_all, LineSplitter};
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| (*c).min(data.len())).collect();
+        cuts.sort_unstable();
+        let mut s = LineSplitter::default();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for c in cuts.into_iter().chain([data.len()]) {
+            s.push(&data[at..c], |l| got.push(l));
+            at = c;
+        }
+        if let Some(rest) = s.finish_partial() {
+            got.push(decode(rest));
+        }
+        (got, split_all(data))
+    }
+}

@@ -452,11 +452,11 @@ impl<R: ProcessRunner> Supervisor<R> {
                 if storm.score > self.failure_threshold {
                     storm.score = 0.0;
                     delay = pause;
-                    #[cfg(feature = "tracing")]
-                    tracing::info!(
-                        program = %self.cmd.program_name(),
-                        pause = ?pause,
-                        "processkit: failure storm; pausing before the next restart"
+                    crate::trace::storm(
+                        &self.cmd.program_name(),
+                        restarts,
+                        pause,
+                        "failure storm: pausing before the next restart",
                     );
                 }
             }

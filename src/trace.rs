@@ -36,6 +36,7 @@ pub(crate) fn spawn(program: &str, pid: u32) {
 }
 
 /// How a run ended, as one word plus detail: `exited 0`, `signal 9`, `timed out`, `cancelled`.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn outcome(exit: &ExitInfo, flags: &RunFlags) -> String {
     use std::sync::atomic::Ordering;
     if flags.cancelled.load(Ordering::SeqCst) {

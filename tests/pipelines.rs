@@ -544,3 +544,22 @@ fn pipeline_is_plain_data() {
     assert_send(&q.with_runner(&group).exit_code());
     assert_send(&q.with_runner(&Double).probe());
 }
+
+/// Cancelling a stage's token mid-run kills the chain and the pipeline reports `Cancelled`.
+#[cfg(feature = "cancellation")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // read_pid_file blocks its thread
+async fn cancelled_stage_cancels_the_pipeline() {
+    let dir = tempdir();
+    let pf = dir.path().join("consumer.pid");
+    let token = processkit::CancellationToken::new();
+    let chain = Command::new(pk_child())
+        .args(["print", "x", ";", "sleep-forever"])
+        .cancel_on(token.clone())
+        | Command::new(pk_child()).args(["pidfile", pf.to_str().unwrap(), ";", "cat"]);
+    let run = tokio::spawn(async move { chain.output_string().await });
+    let consumer = read_pid_file(&pf, std::time::Duration::from_secs(10));
+    token.cancel();
+    let e = run.await.unwrap().unwrap_err();
+    assert!(matches!(e, processkit::Error::Cancelled { .. }), "{e:?}");
+    assert_dead_within(&[consumer], std::time::Duration::from_secs(5));
+}

@@ -156,6 +156,7 @@ impl Reply {
         self
     }
 
+    #[cfg_attr(not(feature = "record"), allow(dead_code))]
     pub(crate) fn from_parts(
         stdout: Vec<u8>,
         stderr: Vec<u8>,
