@@ -607,7 +607,7 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
             ));
         }
     }
-    if cfg!(not(unix)) {
+    if !sys::HAS_POSIX_IDENTITY {
         for (knob, set) in [
             ("uid", cmd.uid.is_some()),
             ("gid", cmd.gid.is_some()),

@@ -48,17 +48,7 @@ pub(crate) struct Script {
 
 /// How a killed scripted process is reported: like a hard kill on the host OS.
 pub(crate) fn killed_exit() -> ExitInfo {
-    if cfg!(unix) {
-        ExitInfo {
-            code: None,
-            signal: Some(9),
-        }
-    } else {
-        ExitInfo {
-            code: Some(1),
-            signal: None,
-        }
-    }
+    crate::sys::killed_exit()
 }
 
 impl RunningProcess {

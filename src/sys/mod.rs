@@ -243,3 +243,22 @@ impl Child {
         self.inner.try_wait()
     }
 }
+
+/// Whether `uid`, `gid` and `setsid` can be honoured on this platform (POSIX only).
+pub(crate) const HAS_POSIX_IDENTITY: bool = cfg!(unix);
+
+/// How this OS reports a hard-killed process: signal 9 on POSIX, exit code 1 on Windows (the
+/// code our Job Object termination uses).
+pub(crate) fn killed_exit() -> ExitInfo {
+    if cfg!(unix) {
+        ExitInfo {
+            code: None,
+            signal: Some(9),
+        }
+    } else {
+        ExitInfo {
+            code: Some(1),
+            signal: None,
+        }
+    }
+}
