@@ -138,11 +138,7 @@ impl RetryPolicy {
     /// not finite is taken as 1: a constant backoff).
     pub fn backoff(mut self, base: Duration, multiplier: f64) -> RetryPolicy {
         self.base = base;
-        self.multiplier = if multiplier.is_finite() && multiplier >= 1.0 {
-            multiplier
-        } else {
-            1.0
-        };
+        self.multiplier = growth_factor(multiplier);
         self
     }
 
@@ -184,6 +180,15 @@ impl RetryPolicy {
             Some(c) => c(o),
             None => o.retryable_by_default(),
         }
+    }
+}
+
+/// A backoff multiplier as used: below 1 or not finite is taken as 1 (a constant backoff).
+pub(crate) fn growth_factor(multiplier: f64) -> f64 {
+    if multiplier.is_finite() && multiplier >= 1.0 {
+        multiplier
+    } else {
+        1.0
     }
 }
 

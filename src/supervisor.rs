@@ -265,11 +265,7 @@ impl<R: ProcessRunner> Supervisor<R> {
     /// A multiplier below 1 (or not finite) is taken as 1. Default: 100 ms, 2.0.
     pub fn backoff(mut self, base: Duration, multiplier: f64) -> Self {
         self.base = base;
-        self.multiplier = if multiplier.is_finite() && multiplier >= 1.0 {
-            multiplier
-        } else {
-            1.0
-        };
+        self.multiplier = crate::retry::growth_factor(multiplier);
         self
     }
 

@@ -90,68 +90,36 @@ pub trait ProcessRunner: Send + Sync {
     }
 }
 
-impl<R: ProcessRunner + ?Sized> ProcessRunner for &R {
-    fn output_bytes<'a>(
-        &'a self,
-        cmd: &'a Command,
-    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
-        (**self).output_bytes(cmd)
-    }
-    fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
-        (**self).start(cmd)
-    }
-    fn output_pipeline<'a>(
-        &'a self,
-        p: &'a Pipeline,
-    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
-        (**self).output_pipeline(p)
-    }
-    fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
-        (**self).start_pipeline(p)
-    }
+/// Forwards every method of [`ProcessRunner`] through a pointer type.
+macro_rules! forward_runner {
+    ($($ptr:ty),*) => {$(
+        impl<R: ProcessRunner + ?Sized> ProcessRunner for $ptr {
+            fn output_bytes<'a>(
+                &'a self,
+                cmd: &'a Command,
+            ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+                (**self).output_bytes(cmd)
+            }
+            fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
+                (**self).start(cmd)
+            }
+            fn output_pipeline<'a>(
+                &'a self,
+                p: &'a Pipeline,
+            ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
+                (**self).output_pipeline(p)
+            }
+            fn start_pipeline<'a>(
+                &'a self,
+                p: &'a Pipeline,
+            ) -> BoxFuture<'a, Result<RunningPipeline>> {
+                (**self).start_pipeline(p)
+            }
+        }
+    )*};
 }
 
-impl<R: ProcessRunner + ?Sized> ProcessRunner for Arc<R> {
-    fn output_bytes<'a>(
-        &'a self,
-        cmd: &'a Command,
-    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
-        (**self).output_bytes(cmd)
-    }
-    fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
-        (**self).start(cmd)
-    }
-    fn output_pipeline<'a>(
-        &'a self,
-        p: &'a Pipeline,
-    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
-        (**self).output_pipeline(p)
-    }
-    fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
-        (**self).start_pipeline(p)
-    }
-}
-
-impl<R: ProcessRunner + ?Sized> ProcessRunner for Box<R> {
-    fn output_bytes<'a>(
-        &'a self,
-        cmd: &'a Command,
-    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
-        (**self).output_bytes(cmd)
-    }
-    fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
-        (**self).start(cmd)
-    }
-    fn output_pipeline<'a>(
-        &'a self,
-        p: &'a Pipeline,
-    ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
-        (**self).output_pipeline(p)
-    }
-    fn start_pipeline<'a>(&'a self, p: &'a Pipeline) -> BoxFuture<'a, Result<RunningPipeline>> {
-        (**self).start_pipeline(p)
-    }
-}
+forward_runner!(&R, Arc<R>, Box<R>);
 
 /// The real runner: every run gets a fresh private kill-on-drop group.
 #[derive(Debug, Clone, Copy, Default)]

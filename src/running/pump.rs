@@ -670,19 +670,7 @@ mod tests {
         /// and every input byte that is not a separator survives (lossily decoded).
         #[test]
         fn chunking_never_changes_lines(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048), cuts in proptest::collection::vec(0usize..2048, 0..16)) {
-            let whole = split_all(&data);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
-            cuts.sort_unstable();
-            let mut s = LineSplitter::default();
-            let mut got = Vec::new();
-            let mut at = 0;
-            for c in cuts.into_iter().chain([data.len()]) {
-                s.push(&data[at..c], |l| got.push(l));
-                at = c;
-            }
-            if let Some(rest) = s.finish_partial() {
-                got.push(decode(rest));
-            }
+            let (got, whole) = crate::__fuzz::split_lines(&data, &cuts);
             proptest::prop_assert_eq!(&got, &whole);
             let newlines = data.iter().filter(|b| **b == b'\n').count();
             let expected = newlines + usize::from(!data.is_empty() && data.last() != Some(&b'\n'));
