@@ -38,6 +38,8 @@
 
 mod cancel;
 mod command;
+#[cfg(doctest)]
+mod doctests;
 mod error;
 mod group;
 mod pipeline;
