@@ -45,6 +45,22 @@ async fn main() -> processkit::Result<()> {
         .start(&Command::new("sh").args(["-c", "sleep 300 & exec sleep 300"]))
         .await?;
     let server_pid = server.pid();
+    // The live members: the whole tree on a cgroup or Job Object, the group leaders on a
+    // process group. (`members` is part of the default-on `process-control` feature.)
+    #[cfg(feature = "process-control")]
+    {
+        // The helper may need a moment to be forked; wait for it on a cgroup.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut members = group.members()?;
+        while group.mechanism() == processkit::Mechanism::CgroupV2
+            && members.len() < 2
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            members = group.members()?;
+        }
+        println!("group members (server {server_pid} and its helper): {members:?}");
+    }
     drop(group); // the server — and everything *it* spawned — is reaped
     drop(server);
     println!("dropped the group: server {server_pid} and its helper are gone");

@@ -244,29 +244,43 @@ impl Command {
         self
     }
 
-    /// POSIX: run as user `uid`, switched after the child joined its container.
-    /// Elsewhere the run fails with [`Error::Unsupported`](crate::Error::Unsupported).
+    /// Runs the child as user `uid`, switched after the child joined its container (so the
+    /// join uses the owner's credentials and the child is never uncontained).
+    ///
+    /// # Platform
+    /// POSIX (`setuid` between `fork` and `exec`; supplementary groups are cleared when the
+    /// owner is root). Elsewhere the run fails with
+    /// [`Error::Unsupported`](crate::Error::Unsupported): a privilege drop is never silently
+    /// skipped.
     pub fn uid(mut self, uid: u32) -> Command {
         self.uid = Some(uid);
         self
     }
 
-    /// POSIX: run with group `gid` (set before the user id).
-    /// Elsewhere the run fails with [`Error::Unsupported`](crate::Error::Unsupported).
+    /// Runs the child with group `gid` (set before the user id).
+    ///
+    /// # Platform
+    /// POSIX (`setgid` between `fork` and `exec`). Elsewhere the run fails with
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
     pub fn gid(mut self, gid: u32) -> Command {
         self.gid = Some(gid);
         self
     }
 
-    /// POSIX: start the child in a new session (`setsid`). Containment is kept: the container
+    /// Starts the child in a new session (`setsid`). Containment is kept: the container
     /// tracks the new session's process group (and a cgroup holds it regardless).
+    ///
+    /// # Platform
+    /// POSIX. Elsewhere the run fails with [`Error::Unsupported`](crate::Error::Unsupported).
     pub fn setsid(mut self) -> Command {
         self.setsid = true;
         self
     }
 
-    /// Windows: `CREATE_NO_WINDOW`, so a console program does not flash a window. A no-op
-    /// elsewhere.
+    /// Starts a console program without a console window (`CREATE_NO_WINDOW`).
+    ///
+    /// # Platform
+    /// Windows; OR'd with the group's `CREATE_SUSPENDED` containment flag. A no-op elsewhere.
     pub fn create_no_window(mut self) -> Command {
         self.create_no_window = true;
         self

@@ -5,9 +5,10 @@
 //! Linux, a Job Object on Windows, a process group on macOS/BSD), so no descendant outlives
 //! your program.
 //!
-//! ```no_run
+//! ```
 //! use processkit::{Command, ProcessGroup, Stdin};
 //!
+//! # #[cfg(unix)] // the tour runs `sort` and `sh`
 //! # #[tokio::main]
 //! # async fn main() -> processkit::Result<()> {
 //! // One-shot: capture everything. A non-zero exit is data, not an Err.
@@ -24,20 +25,29 @@
 //!     .await?;
 //!
 //! // Containment: anything spawned through a group dies with it.
+//! // (A stand-in dev server that forks a helper of its own, as servers do.)
 //! let group = ProcessGroup::new()?;
-//! let _server = group.start(&Command::new("dev-server")).await?;
+//! let _server = group
+//!     .start(&Command::new("sh").args(["-c", "sleep 300 & exec sleep 300"]))
+//!     .await?;
 //! drop(group); // the server — and everything *it* spawned — is reaped
 //! # let _ = (version, sorted);
 //! # Ok(())
 //! # }
+//! # #[cfg(not(unix))]
+//! # fn main() {}
 //! ```
 //!
-//! See the guides in `docs/` for every capability.
+//! See the guides in `docs/` for every capability: `docs/README.md` is the index and
+//! `docs/cookbook.md` maps "I want to …" to a runnable snippet. The runnable programs in
+//! `examples/` (`cargo run --example tour`) show them end to end.
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
 mod cancel;
 mod command;
+#[cfg(doctest)]
+mod doctests;
 mod error;
 mod group;
 mod pipeline;
@@ -105,6 +115,9 @@ use std::ffi::OsStr;
 ///
 /// # Errors
 /// As [`Command::run`].
+///
+/// # Cancel safety
+/// Dropping the future kills the whole tree.
 pub async fn run<I, S>(program: impl AsRef<OsStr>, args: I) -> Result<String>
 where
     I: IntoIterator<Item = S>,
@@ -119,6 +132,9 @@ where
 ///
 /// # Errors
 /// As [`Command::output_string`].
+///
+/// # Cancel safety
+/// Dropping the future kills the whole tree.
 pub async fn output<I, S>(program: impl AsRef<OsStr>, args: I) -> Result<ProcessResult<String>>
 where
     I: IntoIterator<Item = S>,

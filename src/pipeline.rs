@@ -336,6 +336,10 @@ impl<R: ProcessRunner + ?Sized> PipelineWith<'_, R> {
     ///
     /// # Errors
     /// As [`Pipeline::run`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills every stage (with a [`ProcessGroup`] runner, only the stages
+    /// themselves; what they spawned dies with the group).
     pub async fn run(&self) -> Result<String> {
         let r = self.output_string().await?;
         check_run(&r, self.pipeline.timeout)?;
@@ -346,6 +350,10 @@ impl<R: ProcessRunner + ?Sized> PipelineWith<'_, R> {
     ///
     /// # Errors
     /// As [`Pipeline::output_string`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills every stage (with a [`ProcessGroup`] runner, only the stages
+    /// themselves; what they spawned dies with the group).
     pub async fn output_string(&self) -> Result<ProcessResult<String>> {
         let r = self.output_bytes().await?;
         verbs::to_string_result(r, self.pipeline.last().encoding)
@@ -355,6 +363,10 @@ impl<R: ProcessRunner + ?Sized> PipelineWith<'_, R> {
     ///
     /// # Errors
     /// As [`Pipeline::output_bytes`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills every stage (with a [`ProcessGroup`] runner, only the stages
+    /// themselves; what they spawned dies with the group).
     pub async fn output_bytes(&self) -> Result<ProcessResult<Vec<u8>>> {
         self.pipeline.validate()?;
         self.runner.output_pipeline(self.pipeline).await
@@ -364,6 +376,10 @@ impl<R: ProcessRunner + ?Sized> PipelineWith<'_, R> {
     ///
     /// # Errors
     /// As [`Pipeline::exit_code`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills every stage (with a [`ProcessGroup`] runner, only the stages
+    /// themselves; what they spawned dies with the group).
     pub async fn exit_code(&self) -> Result<i32> {
         let r = self.output_bytes().await?.map_stdout(|_| String::new());
         verbs::check_finished(&r, self.pipeline.timeout)?;
@@ -374,6 +390,10 @@ impl<R: ProcessRunner + ?Sized> PipelineWith<'_, R> {
     ///
     /// # Errors
     /// As [`Pipeline::probe`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills every stage (with a [`ProcessGroup`] runner, only the stages
+    /// themselves; what they spawned dies with the group).
     pub async fn probe(&self) -> Result<bool> {
         let r = self.output_bytes().await?;
         let r = verbs::to_string_result(r, crate::Encoding::Utf8Lossy)?;
@@ -390,6 +410,9 @@ impl<R: ProcessRunner + ?Sized> PipelineWith<'_, R> {
     ///
     /// # Errors
     /// As [`Pipeline::start`].
+    ///
+    /// # Cancel safety
+    /// As [`Pipeline::start`]: a dropped future leaves nothing running.
     pub async fn start(&self) -> Result<RunningPipeline> {
         self.pipeline.validate()?;
         self.runner.start_pipeline(self.pipeline).await
@@ -555,6 +578,10 @@ impl RunningPipeline {
     ///
     /// # Errors
     /// [`Error::Io`] when the OS refuses the kill or a wait fails.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the kill is sent before the first `.await`; dropping the future only stops
+    /// waiting for the stages to be reaped (which still happens in the background).
     pub async fn kill(&mut self) -> Result<()> {
         self.kill_all()?;
         for s in &mut self.stages {

@@ -135,6 +135,10 @@ impl ProcessGroup {
     ///
     /// # Errors
     /// As [`Command::start`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: spawning completes synchronously inside the call, and a dropped handle
+    /// kills its child.
     pub async fn start(&self, cmd: &Command) -> Result<RunningProcess> {
         crate::verbs::start(cmd, crate::verbs::Scope::Shared(self.inner.clone())).await
     }
@@ -168,6 +172,11 @@ impl ProcessGroup {
     ///
     /// # Errors
     /// [`Error::Io`] if the OS refuses the kill.
+    ///
+    /// # Platform
+    /// Linux cgroup: one `cgroup.kill` write (freeze + kill on kernels before 5.14). Process
+    /// group (macOS, BSD, Linux fallback): `killpg(SIGKILL)` per tracked group; a descendant
+    /// that left its group (`setsid`) is not reached. Windows: `TerminateJobObject`.
     pub fn kill(&self) -> Result<()> {
         self.inner
             .kill_all()
@@ -178,6 +187,9 @@ impl ProcessGroup {
     ///
     /// # Errors
     /// [`Error::Io`] if the OS refuses the kill.
+    ///
+    /// # Platform
+    /// As [`kill`](Self::kill).
     pub fn terminate_all(&self) -> Result<()> {
         self.kill()
     }

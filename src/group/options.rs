@@ -33,6 +33,9 @@ impl Default for ProcessGroupOptions {
 impl ProcessGroupOptions {
     /// How long [`shutdown`](crate::ProcessGroup::shutdown) waits after `SIGTERM` before it
     /// kills (default 5 s).
+    ///
+    /// # Platform
+    /// Unused on Windows, which has no `SIGTERM`: `shutdown` terminates the job at once.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self

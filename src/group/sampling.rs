@@ -95,6 +95,9 @@ impl ProcessGroup {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a zero `interval`.
+    ///
+    /// # Platform
+    /// As [`stats`](Self::stats).
     pub fn try_sample_stats(&self, interval: Duration) -> Result<StatsSamples> {
         if interval.is_zero() {
             return Err(Error::invalid(

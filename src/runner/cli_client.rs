@@ -158,6 +158,10 @@ impl<R: ProcessRunner> CliClient<R> {
     ///
     /// # Errors
     /// As [`ProcessRunnerExt::run`].
+    ///
+    /// # Cancel safety
+    /// As the runner's verb: with [`JobRunner`](crate::JobRunner), dropping the future kills
+    /// the whole tree.
     pub async fn run(&self, cmd: impl Borrow<Command>) -> Result<String> {
         let cmd = self.prepare(cmd.borrow());
         self.runner.run(&cmd).await
@@ -167,6 +171,10 @@ impl<R: ProcessRunner> CliClient<R> {
     ///
     /// # Errors
     /// As [`ProcessRunnerExt::output_string`].
+    ///
+    /// # Cancel safety
+    /// As the runner's verb: with [`JobRunner`](crate::JobRunner), dropping the future kills
+    /// the whole tree.
     pub async fn output_string(&self, cmd: impl Borrow<Command>) -> Result<ProcessResult<String>> {
         let cmd = self.prepare(cmd.borrow());
         self.runner.output_string(&cmd).await
@@ -176,6 +184,10 @@ impl<R: ProcessRunner> CliClient<R> {
     ///
     /// # Errors
     /// As [`Command::output_bytes`].
+    ///
+    /// # Cancel safety
+    /// As the runner's verb: with [`JobRunner`](crate::JobRunner), dropping the future kills
+    /// the whole tree.
     pub async fn output_bytes(&self, cmd: impl Borrow<Command>) -> Result<ProcessResult<Vec<u8>>> {
         let cmd = self.prepare(cmd.borrow());
         crate::retry::output_with_retry(&self.runner, &cmd).await
@@ -185,6 +197,10 @@ impl<R: ProcessRunner> CliClient<R> {
     ///
     /// # Errors
     /// As [`ProcessRunnerExt::exit_code`].
+    ///
+    /// # Cancel safety
+    /// As the runner's verb: with [`JobRunner`](crate::JobRunner), dropping the future kills
+    /// the whole tree.
     pub async fn exit_code(&self, cmd: impl Borrow<Command>) -> Result<i32> {
         let cmd = self.prepare(cmd.borrow());
         self.runner.exit_code(&cmd).await
@@ -194,6 +210,10 @@ impl<R: ProcessRunner> CliClient<R> {
     ///
     /// # Errors
     /// As [`ProcessRunnerExt::probe`].
+    ///
+    /// # Cancel safety
+    /// As the runner's verb: with [`JobRunner`](crate::JobRunner), dropping the future kills
+    /// the whole tree.
     pub async fn probe(&self, cmd: impl Borrow<Command>) -> Result<bool> {
         let cmd = self.prepare(cmd.borrow());
         self.runner.probe(&cmd).await
@@ -204,6 +224,10 @@ impl<R: ProcessRunner> CliClient<R> {
     ///
     /// # Errors
     /// As [`ProcessRunnerExt::first_line`].
+    ///
+    /// # Cancel safety
+    /// As the runner's verb: with [`JobRunner`](crate::JobRunner), dropping the future kills
+    /// the whole tree.
     pub async fn first_line(
         &self,
         cmd: impl Borrow<Command>,
@@ -217,6 +241,10 @@ impl<R: ProcessRunner> CliClient<R> {
     ///
     /// # Errors
     /// As [`ProcessRunner::start`].
+    ///
+    /// # Cancel safety
+    /// As the runner's `start`: with [`JobRunner`](crate::JobRunner), cancel safe (a dropped
+    /// handle kills its tree).
     pub async fn start(&self, cmd: impl Borrow<Command>) -> Result<RunningProcess> {
         let cmd = self.prepare(cmd.borrow());
         self.runner.start(&cmd).await

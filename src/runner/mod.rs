@@ -44,6 +44,11 @@ pub trait ProcessRunner: Send + Sync {
     ///
     /// # Errors
     /// Spawn failures, invalid input, cancellation; see [`Error`].
+    ///
+    /// # Cancel safety
+    /// Implementations must leave nothing running when the future is dropped: [`JobRunner`]
+    /// kills the whole tree, a [`ProcessGroup`] kills the child, the test doubles spawn
+    /// nothing.
     fn output_bytes<'a>(
         &'a self,
         cmd: &'a Command,
@@ -53,6 +58,10 @@ pub trait ProcessRunner: Send + Sync {
     ///
     /// # Errors
     /// Spawn failures, invalid input, cancellation; see [`Error`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe for the crate's runners: a child started by a dropped future is owned by a
+    /// handle that is dropped with it, which kills it.
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>>;
 
     /// Runs `pipeline` to completion: the combined (pipefail) outcome with every stage's
@@ -66,6 +75,9 @@ pub trait ProcessRunner: Send + Sync {
     ///
     /// # Errors
     /// Spawn failures, invalid input, cancellation of any stage; see [`Error`].
+    ///
+    /// # Cancel safety
+    /// As [`output_bytes`](Self::output_bytes): dropping the future kills every stage.
     fn output_pipeline<'a>(
         &'a self,
         pipeline: &'a Pipeline,
@@ -82,6 +94,9 @@ pub trait ProcessRunner: Send + Sync {
     ///
     /// # Errors
     /// Spawn failures, invalid input, cancellation of any stage; see [`Error`].
+    ///
+    /// # Cancel safety
+    /// As [`start`](Self::start): stages started by a dropped future are killed.
     fn start_pipeline<'a>(
         &'a self,
         pipeline: &'a Pipeline,
@@ -185,6 +200,10 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// # Errors
     /// [`Error::NonZeroExit`], [`Error::Timeout`], [`Error::Signalled`] (each with the retry
     /// attempt count), [`Error::Cancelled`], plus spawn errors.
+    ///
+    /// # Cancel safety
+    /// As the runner's [`output_bytes`](ProcessRunner::output_bytes): dropping the future
+    /// leaves nothing running (with [`JobRunner`], the whole tree is killed).
     fn run<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<String>> + Send + 'a {
         async move {
             let r = self.output_string(cmd).await?;
@@ -201,6 +220,10 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// # Errors
     /// Spawn errors, [`Error::InvalidUtf8`] under strict encoding, cancellation. Never for a
     /// non-zero exit or a timeout (captured as [`ProcessResult::timed_out`]).
+    ///
+    /// # Cancel safety
+    /// As the runner's [`output_bytes`](ProcessRunner::output_bytes): dropping the future
+    /// leaves nothing running (with [`JobRunner`], the whole tree is killed).
     fn output_string<'a>(
         &'a self,
         cmd: &'a Command,
@@ -216,6 +239,10 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// # Errors
     /// [`Error::Timeout`] and [`Error::Signalled`] rather than an invented code;
     /// [`Error::Cancelled`]; spawn errors.
+    ///
+    /// # Cancel safety
+    /// As the runner's [`output_bytes`](ProcessRunner::output_bytes): dropping the future
+    /// leaves nothing running (with [`JobRunner`], the whole tree is killed).
     fn exit_code<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<i32>> + Send + 'a {
         async move {
             let r = crate::retry::output_with_retry(self, cmd).await?;
@@ -230,6 +257,10 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// # Errors
     /// [`Error::NonZeroExit`] for any other code; timeout, signal and cancellation errors as
     /// [`exit_code`](Self::exit_code).
+    ///
+    /// # Cancel safety
+    /// As the runner's [`output_bytes`](ProcessRunner::output_bytes): dropping the future
+    /// leaves nothing running (with [`JobRunner`], the whole tree is killed).
     fn probe<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<bool>> + Send + 'a {
         async move {
             let r = crate::retry::output_with_retry(self, cmd).await?;
@@ -249,6 +280,10 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// # Errors
     /// Spawn errors; [`Error::Timeout`] when the command's timeout ends the search;
     /// [`Error::Cancelled`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the live handle, which kills the run (with [`JobRunner`], the
+    /// whole tree).
     fn first_line<'a, P>(
         &'a self,
         cmd: &'a Command,

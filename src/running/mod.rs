@@ -267,6 +267,10 @@ impl RunningProcess {
     ///
     /// # Errors
     /// [`Error::Io`] when the OS refuses the kill.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the kill is sent before the first `.await`; dropping the future only stops
+    /// waiting for the reap, and the handle stays usable (`wait` reports the kill).
     pub async fn kill(&mut self) -> Result<()> {
         self.start_kill()?;
         let _ = self.wait_exit().await?;

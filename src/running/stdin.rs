@@ -77,6 +77,10 @@ impl StdinWriter {
     ///
     /// # Errors
     /// [`Error::Io`] when the pipe is broken.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped flush loses nothing that was written; a later `flush` or
+    /// `finish` pushes whatever is still pending.
     pub async fn flush(&mut self) -> Result<()> {
         let program = self.program.clone();
         self.pipe()?
@@ -90,6 +94,10 @@ impl StdinWriter {
     /// # Errors
     /// [`Error::Io`] when the final flush fails for a reason other than the child having
     /// already closed its end.
+    ///
+    /// # Cancel safety
+    /// Cancel safe in effect: the pipe is taken before the first `.await`, so a dropped call
+    /// still closes stdin (the child reads end-of-file) and a later `finish` is a no-op.
     pub async fn finish(&mut self) -> Result<()> {
         if let Some(mut p) = self.pipe.take() {
             match p.shutdown().await {

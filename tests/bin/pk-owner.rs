@@ -3,6 +3,11 @@
 //!
 //! `pk-owner --print-mechanism` prints the mechanism a group gets here, then runs a child.
 //!
+//! `pk-owner --drop-and-exit DIR`: starts a tree (a child with a background grandchild whose
+//! pid goes to `DIR/grand.pid`) in a
+//! group, drops the group and returns from `main` at once — the short-lived-owner shape, for
+//! the test that nothing of the group (no cgroup directory) outlives a normal exit.
+//!
 //! `pk-owner DIR [--no-parent-death]`: starts `pk-child` (found next to this binary) with
 //! `kill_on_parent_death`, which writes `DIR/child.pid`, starts a background grandchild
 //! (`DIR/grand.pid`) and a `setsid` grandchild (`DIR/setsid.pid`), then sleeps. The owner prints
@@ -32,6 +37,30 @@ async fn main() {
             .expect("run");
         println!("{out}");
         return;
+    }
+    if first == "--drop-and-exit" {
+        let child = std::env::current_exe()
+            .expect("current_exe")
+            .with_file_name(format!("pk-child{}", std::env::consts::EXE_SUFFIX));
+        let grand = PathBuf::from(args.next().expect("--drop-and-exit DIR")).join("grand.pid");
+        let g = processkit::ProcessGroup::new().expect("group");
+        let _run = g
+            .start(&processkit::Command::new(child).args([
+                "spawn",
+                "bg",
+                &grand.display().to_string(),
+                ";",
+                "sleep-forever",
+            ]))
+            .await
+            .expect("start");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !grand.exists() {
+            assert!(Instant::now() < deadline, "the grandchild did not start");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        println!("{}", g.mechanism());
+        return; // drops the group (and the handle) right before exit
     }
     let dir = PathBuf::from(first);
     let parent_death = args.next().is_none_or(|a| a != "--no-parent-death");

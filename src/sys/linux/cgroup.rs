@@ -10,7 +10,7 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -489,10 +489,30 @@ struct Remover {
 
 impl Remover {
     fn send(&self, r: Removal) {
+        PENDING_REMOVALS.fetch_add(1, Ordering::SeqCst);
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(mpsc::SendError(r)) = tx.send(r) {
             remove_blocking(r);
+            PENDING_REMOVALS.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// Removals queued or in progress on the remover thread.
+static PENDING_REMOVALS: AtomicUsize = AtomicUsize::new(0);
+
+/// How long the exit hook waits for queued removals.
+const EXIT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs at `exit`: a short-lived owner (a CLI tool, a test, an example) typically drops its
+/// last group just before `main` returns, when the remover thread has not yet had time to
+/// `rmdir` the killed, draining cgroups — and `exit` does not wait for threads. Without this
+/// the empty `pk-<pid>-<n>` directories would outlive the owner. Bounded, so a cgroup that
+/// refuses to drain cannot hang the exit.
+extern "C" fn drain_removals_at_exit() {
+    let deadline = Instant::now() + EXIT_DRAIN;
+    while PENDING_REMOVALS.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -505,8 +525,15 @@ fn remover() -> &'static Remover {
             .spawn(move || {
                 for r in rx {
                     remove_blocking(r);
+                    PENDING_REMOVALS.fetch_sub(1, Ordering::SeqCst);
                 }
             });
+        // SAFETY: registers a plain `extern "C"` function that captures nothing and only
+        // reads an atomic and sleeps; `atexit` has no other preconditions. Its failure (the
+        // registration table is full) only loses the drain, so the result is ignored.
+        unsafe {
+            libc::atexit(drain_removals_at_exit);
+        }
         Remover { tx: Mutex::new(tx) }
     })
 }
