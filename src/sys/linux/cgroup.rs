@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::{self, Write as _};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -52,8 +52,11 @@ pub(crate) fn placement() -> Result<&'static Placement, &'static str> {
 #[derive(Debug)]
 pub(crate) struct Cgroup {
     dir: PathBuf,
-    /// `cgroup.procs`, kept open so the child can join with one `write` before exec.
+    /// `cgroup.procs`, kept open so the child can join with one `write` before exec (the
+    /// std-based fallback spawn path).
     procs: OwnedFd,
+    /// The directory itself (`O_PATH`), for `clone3(CLONE_INTO_CGROUP)`.
+    dirfd: OwnedFd,
     /// v1 controller groups of a hybrid host (limits and accounting v2 lacks here).
     v1: Option<super::v1::V1Group>,
     frozen: Mutex<bool>,
@@ -72,6 +75,13 @@ impl Cgroup {
         let dir = place.parent.join(&name);
         fs::create_dir(&dir)?;
         let procs = match open_write(&dir.join("cgroup.procs")) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_dir(&dir);
+                return Err(e);
+            }
+        };
+        let dirfd = match open_dir(&dir) {
             Ok(f) => f,
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
@@ -98,6 +108,7 @@ impl Cgroup {
         Ok(Cgroup {
             dir,
             procs,
+            dirfd,
             v1,
             frozen: Mutex::new(false),
         })
@@ -116,8 +127,20 @@ impl Cgroup {
                 extra.push(open_write(&p)?);
             }
         }
+        let v1_raw: Vec<RawFd> = extra.iter().map(|f| f.as_raw_fd()).collect();
+        // The clone3 path: the child is born in the cgroup and joins the v1 companions with a
+        // write before exec.
+        let join = super::spawn::Join {
+            cgroup_dir: Some(self.dirfd.as_raw_fd()),
+            v1_procs: &v1_raw,
+            new_pgroup: false,
+        };
+        if let Ok(r) = super::spawn::spawn(&req, &join) {
+            drop(extra);
+            return r;
+        }
         let mut join_fds = vec![self.procs.as_raw_fd()];
-        join_fds.extend(extra.iter().map(|f| f.as_raw_fd()));
+        join_fds.extend(v1_raw);
         let setup = ChildSetup {
             join_fds,
             // A process group too, so a graceful signal can reach a `setsid`-free tree cheaply and
@@ -399,6 +422,16 @@ fn open_write(path: &Path) -> io::Result<OwnedFd> {
     let f = fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
+        .open(path)?;
+    Ok(f.into())
+}
+
+/// Opens a directory as an `O_PATH` handle (enough for `CLONE_INTO_CGROUP`).
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(path)?;
     Ok(f.into())
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod layout;
+pub(crate) mod spawn;
 pub(crate) mod v1;
 
 use std::io;
@@ -12,7 +13,7 @@ use super::unix::pgroup::{limit_name, Pgroup};
 use super::{ContainerOptions, CreateError, SpawnRequest};
 use crate::{GroupStats, Mechanism, Signal};
 
-pub(crate) use super::unix::Child;
+pub(crate) use spawn::Child;
 
 /// A Linux container: a cgroup, or a set of process groups when no cgroup can be created.
 #[derive(Debug)]
@@ -69,7 +70,23 @@ impl Container {
 
     /// Spawns a child inside the container before it runs a single instruction of its program.
     pub(crate) fn spawn(&self, req: SpawnRequest) -> io::Result<super::Child> {
-        each!(self, c => c.spawn(req))
+        match self {
+            Container::Cgroup(c) => c.spawn(req),
+            Container::Pgroup(p) => {
+                let join = spawn::Join {
+                    new_pgroup: true,
+                    ..spawn::Join::default()
+                };
+                match spawn::spawn(&req, &join) {
+                    Ok(r) => {
+                        let child = r?;
+                        p.track_group(child.pid as i32);
+                        Ok(child)
+                    }
+                    Err(spawn::Fallback) => p.spawn(req),
+                }
+            }
+        }
     }
 
     /// Spawns a caller-built std command inside the container.

@@ -152,6 +152,17 @@ pub(crate) fn spawn(req: SpawnRequest, setup: ChildSetup) -> io::Result<super::C
     let mut cmd = tokio::process::Command::from(std_cmd);
     let mut child = cmd.spawn()?;
     let pid = child.id().unwrap_or(0);
+    #[cfg(target_os = "linux")]
+    {
+        use crate::sys::linux::spawn::{set_pipe_size, OUTPUT_PIPE_SIZE};
+        use std::os::fd::AsRawFd as _;
+        if let Some(s) = &child.stdout {
+            set_pipe_size(s.as_raw_fd(), OUTPUT_PIPE_SIZE);
+        }
+        if let Some(s) = &child.stderr {
+            set_pipe_size(s.as_raw_fd(), OUTPUT_PIPE_SIZE);
+        }
+    }
     let stdin = child.stdin.take().map(|s| Box::pin(s) as super::PipeWriter);
     let stdout = child
         .stdout
@@ -166,7 +177,9 @@ pub(crate) fn spawn(req: SpawnRequest, setup: ChildSetup) -> io::Result<super::C
         stdin,
         stdout,
         stderr,
-        inner: Child { child },
+        // `into`: on Linux the backend's child type wraps this one.
+        #[allow(clippy::useless_conversion)]
+        inner: Child { child }.into(),
     })
 }
 

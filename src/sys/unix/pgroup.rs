@@ -81,6 +81,12 @@ impl Pgroup {
         Ok(child)
     }
 
+    /// Tracks a process group whose leader was spawned elsewhere (the Linux clone3 path).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn track_group(&self, pgid: i32) {
+        self.track(Tracked::Group(pgid));
+    }
+
     fn track(&self, t: Tracked) {
         let mut v = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
         // Forget groups that are already empty so a long-lived group does not grow.
