@@ -3,6 +3,7 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod layout;
+pub(crate) mod pool;
 pub(crate) mod spawn;
 pub(crate) mod v1;
 
@@ -83,7 +84,7 @@ impl Container {
                         p.track_group(child.pid as i32);
                         Ok(child)
                     }
-                    Err(spawn::Fallback) => p.spawn(req),
+                    Err(_) => p.spawn(req),
                 }
             }
         }

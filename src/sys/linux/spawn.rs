@@ -58,9 +58,18 @@ pub(crate) struct Join<'a> {
     pub new_pgroup: bool,
 }
 
-/// Why the fast path was not taken: the caller must use the std-based path.
-#[derive(Debug)]
-pub(crate) struct Fallback;
+/// Why the fast path did not produce a child; nothing of the request was consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fallback {
+    /// `clone3` is unusable here: use the std-based path.
+    Unsupported,
+    /// The child was killed before it ran a single instruction. Kernels with the `kill_seq`
+    /// check of Linux 6.14+ compare the *target* cgroup's kill counter with the *parent's*
+    /// for `CLONE_INTO_CGROUP`, so a child cloned into a cgroup that ever saw a
+    /// `cgroup.kill` write is killed at birth. Retry without `CLONE_INTO_CGROUP` (join by a
+    /// `cgroup.procs` write in the child instead).
+    KilledAtBirth,
+}
 
 /// The fast path was found unusable (ENOSYS / EPERM from `clone3`): don't try again.
 static DISABLED: AtomicBool = AtomicBool::new(false);
@@ -295,6 +304,8 @@ struct ChildCtx {
     n_candidates: usize,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
+    /// Set by the child first thing: 0 after the clone means it never ran.
+    started: libc::c_int,
     /// Written by the child when a step fails: the errno (0 = exec succeeded).
     err: libc::c_int,
 }
@@ -476,6 +487,7 @@ unsafe extern "C" fn child_entry(ctx: *mut ChildCtx) -> ! {
     // SAFETY: the parent keeps the context alive and does not touch it until the child has
     // exec'd or exited (CLONE_VFORK); the write is volatile so it reaches the shared memory.
     unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ctx).started), 1);
         let e = child_steps(&*ctx);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*ctx).err), e.max(1));
         raw::sys3(libc::SYS_exit_group, 127, 0, 0);
@@ -634,12 +646,15 @@ pub(crate) fn spawn(
     join: &Join<'_>,
 ) -> Result<io::Result<crate::sys::Child>, Fallback> {
     if !available() {
-        return Err(Fallback);
+        return Err(Fallback::Unsupported);
     }
-    spawn_inner(req, join).ok_or(Fallback)
+    spawn_inner(req, join)
 }
 
-fn spawn_inner(req: &SpawnRequest, join: &Join<'_>) -> Option<io::Result<crate::sys::Child>> {
+fn spawn_inner(
+    req: &SpawnRequest,
+    join: &Join<'_>,
+) -> Result<io::Result<crate::sys::Child>, Fallback> {
     let env = build_env(req);
     let cands = exec_candidates(&req.program, &env);
     let argv = CStrTable::new(
@@ -650,7 +665,7 @@ fn spawn_inner(req: &SpawnRequest, join: &Join<'_>) -> Option<io::Result<crate::
     let cwd = match &req.cwd {
         Some(d) => match CString::new(d.as_os_str().as_bytes()) {
             Ok(c) => Some(c),
-            Err(e) => return Some(Err(io::Error::new(io::ErrorKind::InvalidInput, e))),
+            Err(e) => return Ok(Err(io::Error::new(io::ErrorKind::InvalidInput, e))),
         },
         None => None,
     };
@@ -668,7 +683,7 @@ fn spawn_inner(req: &SpawnRequest, join: &Join<'_>) -> Option<io::Result<crate::
     {
         match wire(s, i as RawFd, &mut keep, end) {
             Ok(fd) => dups[i] = fd,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Ok(Err(e)),
         }
     }
 
@@ -690,31 +705,40 @@ fn spawn_inner(req: &SpawnRequest, join: &Join<'_>) -> Option<io::Result<crate::
         n_candidates: cands.len(),
         argv: argv.ptrs.as_ptr(),
         envp: envp.ptrs.as_ptr(),
+        started: 0,
         err: 0,
     };
 
     let cloned = match clone_child(&mut ctx, join.cgroup_dir) {
         Ok(c) => c,
-        Err(e @ (libc::EAGAIN | libc::ENOMEM)) => {
-            return Some(Err(io::Error::from_raw_os_error(e)))
-        }
+        Err(e @ (libc::EAGAIN | libc::ENOMEM)) => return Ok(Err(io::Error::from_raw_os_error(e))),
         Err(e) => {
             if e == libc::ENOSYS || e == libc::EPERM {
                 DISABLED.store(true, Ordering::Relaxed);
             }
-            return None;
+            return Err(Fallback::Unsupported);
         }
     };
     // Close the child's ends now (the parent must not hold a pipe's write end open).
     drop(keep);
     // SAFETY: the child has exec'd or exited (CLONE_VFORK); reading its report is race-free.
-    let err = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(ctx.err)) };
+    let (started, err) = unsafe {
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!(ctx.started)),
+            core::ptr::read_volatile(core::ptr::addr_of!(ctx.err)),
+        )
+    };
+    if started == 0 {
+        // Killed before its first instruction (see `Fallback::KilledAtBirth`).
+        let _ = reap_blocking(&cloned.pidfd);
+        return Err(Fallback::KilledAtBirth);
+    }
     if err != 0 {
         // The child failed before exec and exits; reap it so no zombie remains.
         let _ = reap_blocking(&cloned.pidfd);
-        return Some(Err(io::Error::from_raw_os_error(err)));
+        return Ok(Err(io::Error::from_raw_os_error(err)));
     }
-    Some(finish(cloned, ends))
+    Ok(finish(cloned, ends))
 }
 
 fn finish(cloned: Cloned, ends: ParentEnds) -> io::Result<crate::sys::Child> {

@@ -1,0 +1,341 @@
+//! Keeping cgroup creation and removal off the critical path of a run.
+//!
+//! Creating a cgroup (`mkdir` + opening its files) and removing it (`rmdir`, which waits for the
+//! kernel to take the directory down) cost tens of microseconds each, paid twice per one-shot
+//! run. Instead, a plain cgroup that is confirmed empty when its group is dropped goes into a
+//! small pool of spares, and the next plain group takes it: no `mkdir`, no `rmdir`.
+//!
+//! Rules:
+//! * only plain cgroups are pooled: never one with v1 companions (limits), never one with the
+//!   memory controller enabled (its peak and OOM counters could not be reset for the next
+//!   user), never one that was frozen;
+//! * a cgroup is pooled only after `cgroup.events` confirmed `populated 0` and `frozen 0`; its
+//!   `cpu.stat` at that moment becomes the next user's baseline (an empty cgroup accumulates no
+//!   CPU, so the baseline is exact);
+//! * at most [`CAP`] spares; anything beyond is removed;
+//! * a spare idle for [`IDLE`] is removed by a background thread, so a burst of runs leaves no
+//!   directory behind for longer than that; at normal process exit an `atexit` hook removes
+//!   whatever is still pooled, so nothing lingers longer than it did without the pool;
+//! * cgroups that are not empty yet (a killed tree still dying) are removed by the same
+//!   background thread, retrying `cgroup.kill` until `rmdir` succeeds (bounded).
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Most spares kept.
+pub(crate) const CAP: usize = 8;
+/// How long a spare may sit unused before it is removed.
+pub(crate) const IDLE: Duration = Duration::from_millis(100);
+
+/// An empty cgroup ready to be reused.
+#[derive(Debug)]
+pub(crate) struct Spare {
+    pub dir: PathBuf,
+    pub dirfd: OwnedFd,
+    pub kill: Option<OwnedFd>,
+    pub events: Option<OwnedFd>,
+    /// `cpu.stat` (`user_usec`, `system_usec`) when it became a spare.
+    pub cpu_base: (u64, u64),
+    pooled_at: Instant,
+}
+
+/// A dropped group's cgroup, already killed.
+#[derive(Debug)]
+pub(crate) struct Spent {
+    pub dir: PathBuf,
+    pub dirfd: Option<OwnedFd>,
+    pub kill: Option<OwnedFd>,
+    pub events: Option<OwnedFd>,
+    pub v1: Option<super::v1::V1Group>,
+    /// Whether it may be pooled at all (plain, never frozen, never `cgroup.kill`ed).
+    pub recyclable: bool,
+}
+
+#[derive(Default)]
+struct State {
+    spares: Vec<Spare>,
+    /// Spent cgroups waiting for the background thread (removal, or a later recycle check).
+    pending: Vec<Spent>,
+    /// Whether the background thread is waiting without a timeout (needs a wake-up to start
+    /// timing out spares).
+    asleep: bool,
+}
+
+struct Janitor {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+static JANITOR: OnceLock<Janitor> = OnceLock::new();
+
+fn janitor() -> &'static Janitor {
+    JANITOR.get_or_init(|| {
+        let _ = std::thread::Builder::new()
+            .name("processkit-cgroup-janitor".into())
+            .spawn(run);
+        // SAFETY: registering a plain `extern "C" fn()` with no captured state.
+        unsafe {
+            libc::atexit(drain_at_exit);
+        }
+        Janitor {
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+        }
+    })
+}
+
+fn lock(j: &Janitor) -> MutexGuard<'_, State> {
+    j.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A spare cgroup, if one is pooled (the most recently used: its kernel objects are warm).
+pub(crate) fn take() -> Option<Spare> {
+    let j = janitor();
+    lock(j).spares.pop()
+}
+
+/// Takes over a dropped group's (killed) cgroup: pools it when it qualifies and there is room,
+/// else hands it to the background thread for removal. Never blocks on the kernel.
+pub(crate) fn hand_over(mut spent: Spent) {
+    let j = janitor();
+    if spent.recyclable {
+        if let Some(dirfd) = spent.dirfd.take() {
+            match check_spare(&dirfd) {
+                Check::Ready(cpu_base) => {
+                    let mut st = lock(j);
+                    if st.spares.len() < CAP {
+                        st.spares.push(Spare {
+                            dir: std::mem::take(&mut spent.dir),
+                            dirfd,
+                            kill: spent.kill.take(),
+                            events: spent.events.take(),
+                            cpu_base,
+                            pooled_at: Instant::now(),
+                        });
+                        if st.asleep {
+                            st.asleep = false;
+                            j.cv.notify_one();
+                        }
+                        return;
+                    }
+                    spent.recyclable = false;
+                }
+                Check::NotYet => {}
+                Check::Never => spent.recyclable = false,
+            }
+            spent.dirfd = Some(dirfd);
+        }
+    }
+    let mut st = lock(j);
+    st.pending.push(spent);
+    st.asleep = false;
+    j.cv.notify_one();
+}
+
+enum Check {
+    /// Empty and unfrozen: the CPU baseline.
+    Ready((u64, u64)),
+    /// Still populated (a killed tree dying): check again later.
+    NotYet,
+    /// Must not be pooled.
+    Never,
+}
+
+/// Reads a small cgroup file relative to the directory handle.
+fn read_at(dirfd: &OwnedFd, name: &std::ffi::CStr) -> io::Result<String> {
+    // SAFETY: openat on a valid directory fd with a NUL-terminated relative name.
+    let fd = unsafe {
+        libc::openat(
+            dirfd.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd returned by openat.
+    let f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    io::read_to_string(f)
+}
+
+fn check_spare(dirfd: &OwnedFd) -> Check {
+    let Ok(ev) = read_at(dirfd, c"cgroup.events") else {
+        return Check::Never;
+    };
+    if !ev.lines().any(|l| l == "frozen 0") {
+        return Check::Never;
+    }
+    if !ev.lines().any(|l| l == "populated 0") {
+        return Check::NotYet;
+    }
+    // SAFETY: faccessat on a valid directory fd with a NUL-terminated relative name.
+    let has_memory =
+        unsafe { libc::faccessat(dirfd.as_raw_fd(), c"memory.events".as_ptr(), libc::F_OK, 0) }
+            == 0;
+    if has_memory {
+        return Check::Never;
+    }
+    match read_at(dirfd, c"cpu.stat") {
+        Ok(s) => Check::Ready(parse_cpu_stat(&s)),
+        Err(_) => Check::Never,
+    }
+}
+
+/// `user_usec` and `system_usec` of a `cpu.stat` text (0 when absent).
+pub(crate) fn parse_cpu_stat(text: &str) -> (u64, u64) {
+    let mut user = 0;
+    let mut system = 0;
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
+            (Some("user_usec"), Some(v)) => user = v,
+            (Some("system_usec"), Some(v)) => system = v,
+            _ => {}
+        }
+    }
+    (user, system)
+}
+
+/// The background thread: removes spent cgroups (recycling those that became empty, while
+/// there is room) and spares idle for longer than [`IDLE`].
+fn run() {
+    let j = janitor();
+    let mut st = lock(j);
+    loop {
+        if !st.pending.is_empty() {
+            let batch = std::mem::take(&mut st.pending);
+            drop(st);
+            for s in batch {
+                settle(j, s);
+            }
+            st = lock(j);
+            continue;
+        }
+        let now = Instant::now();
+        let (expired, kept): (Vec<Spare>, Vec<Spare>) = std::mem::take(&mut st.spares)
+            .into_iter()
+            .partition(|s| now.duration_since(s.pooled_at) >= IDLE);
+        st.spares = kept;
+        if !expired.is_empty() {
+            drop(st);
+            for s in expired {
+                remove_blocking(s.dir, s.kill.as_ref().map(|k| k.as_raw_fd()), None);
+            }
+            st = lock(j);
+            continue;
+        }
+        match st.spares.iter().map(|s| s.pooled_at).min() {
+            Some(oldest) => {
+                let wait = (oldest + IDLE).saturating_duration_since(now);
+                st =
+                    j.cv.wait_timeout(st, wait + Duration::from_millis(1))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+            }
+            None => {
+                st.asleep = true;
+                st = j.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+}
+
+/// Waits (bounded) for a spent cgroup to empty, then pools or removes it.
+fn settle(j: &Janitor, mut s: Spent) {
+    if s.recyclable {
+        if let Some(dirfd) = s.dirfd.take() {
+            let deadline = Instant::now() + Duration::from_millis(20);
+            loop {
+                match check_spare(&dirfd) {
+                    Check::Ready(cpu_base) => {
+                        let mut st = lock(j);
+                        if st.spares.len() < CAP {
+                            st.spares.push(Spare {
+                                dir: std::mem::take(&mut s.dir),
+                                dirfd,
+                                kill: s.kill.take(),
+                                events: s.events.take(),
+                                cpu_base,
+                                pooled_at: Instant::now(),
+                            });
+                            return;
+                        }
+                        break;
+                    }
+                    Check::NotYet if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    remove_blocking(s.dir, s.kill.as_ref().map(|k| k.as_raw_fd()), s.v1);
+}
+
+/// Removes a cgroup directory, re-killing until the kernel lets it go (at most 10 s).
+pub(crate) fn remove_blocking(dir: PathBuf, kill: Option<RawFd>, v1: Option<super::v1::V1Group>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut step = Duration::from_micros(200);
+    loop {
+        match fs::remove_dir(&dir) {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(_) if Instant::now() < deadline => {
+                match kill {
+                    // SAFETY: pwrite of a static byte to an fd the caller keeps open.
+                    Some(fd) => unsafe {
+                        libc::pwrite(fd, b"1".as_ptr().cast(), 1, 0);
+                    },
+                    None => {
+                        let _ = super::cgroup::write_file(&dir.join("cgroup.kill"), b"1");
+                    }
+                }
+                std::thread::sleep(step);
+                step = (step * 2).min(Duration::from_millis(20));
+            }
+            Err(_) => break,
+        }
+    }
+    drop(v1);
+}
+
+/// Removes every spare now (and makes one attempt at each cgroup still waiting for removal).
+/// Returns how many directories are gone.
+pub(crate) fn drain() -> usize {
+    let Some(j) = JANITOR.get() else {
+        return 0;
+    };
+    let (spares, pending) = {
+        let mut st = lock(j);
+        (
+            std::mem::take(&mut st.spares),
+            std::mem::take(&mut st.pending),
+        )
+    };
+    let mut n = 0;
+    for s in spares {
+        n += usize::from(fs::remove_dir(&s.dir).is_ok());
+    }
+    for s in pending {
+        if let Some(k) = &s.kill {
+            // SAFETY: pwrite of a static byte to an fd we own.
+            unsafe {
+                libc::pwrite(k.as_raw_fd(), b"1".as_ptr().cast(), 1, 0);
+            }
+        }
+        n += usize::from(fs::remove_dir(&s.dir).is_ok());
+        // Dropping kills and removes the v1 companions.
+        drop(s.v1);
+    }
+    n
+}
+
+extern "C" fn drain_at_exit() {
+    drain();
+}
