@@ -104,7 +104,7 @@ pub(crate) fn hand_over(mut spent: Spent) {
     let j = janitor();
     if spent.recyclable {
         if let Some(dirfd) = spent.dirfd.take() {
-            match check_spare(&dirfd) {
+            match check_spare(&dirfd, spent.events.as_ref()) {
                 Check::Ready(cpu_base) => {
                     let mut st = lock(j);
                     if st.spares.len() < CAP {
@@ -145,8 +145,18 @@ enum Check {
     Never,
 }
 
-/// Reads a small cgroup file relative to the directory handle.
-fn read_at(dirfd: &OwnedFd, name: &std::ffi::CStr) -> io::Result<String> {
+/// Reads a small file from offset 0 into `buf` (one `pread`: cgroup files render afresh).
+fn pread_small<'a>(fd: RawFd, buf: &'a mut [u8]) -> Option<&'a str> {
+    // SAFETY: pread into a buffer of the given length from an fd the caller keeps open.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n <= 0 {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n as usize]).ok()
+}
+
+/// Reads a small cgroup file relative to the directory handle (`openat` + one `read`).
+fn read_at<'a>(dirfd: &OwnedFd, name: &std::ffi::CStr, buf: &'a mut [u8]) -> Option<&'a str> {
     // SAFETY: openat on a valid directory fd with a NUL-terminated relative name.
     let fd = unsafe {
         libc::openat(
@@ -156,15 +166,20 @@ fn read_at(dirfd: &OwnedFd, name: &std::ffi::CStr) -> io::Result<String> {
         )
     };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        return None;
     }
-    // SAFETY: a fresh fd returned by openat.
-    let f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    io::read_to_string(f)
+    // SAFETY: a fresh fd returned by openat, closed when `f` drops.
+    let f = unsafe { OwnedFd::from_raw_fd(fd) };
+    pread_small(f.as_raw_fd(), buf)
 }
 
-fn check_spare(dirfd: &OwnedFd) -> Check {
-    let Ok(ev) = read_at(dirfd, c"cgroup.events") else {
+fn check_spare(dirfd: &OwnedFd, events: Option<&OwnedFd>) -> Check {
+    let mut buf = [0u8; 512];
+    let ev = match events {
+        Some(e) => pread_small(e.as_raw_fd(), &mut buf),
+        None => read_at(dirfd, c"cgroup.events", &mut buf),
+    };
+    let Some(ev) = ev else {
         return Check::Never;
     };
     if !ev.lines().any(|l| l == "frozen 0") {
@@ -180,9 +195,9 @@ fn check_spare(dirfd: &OwnedFd) -> Check {
     if has_memory {
         return Check::Never;
     }
-    match read_at(dirfd, c"cpu.stat") {
-        Ok(s) => Check::Ready(parse_cpu_stat(&s)),
-        Err(_) => Check::Never,
+    match read_at(dirfd, c"cpu.stat", &mut buf) {
+        Some(s) => Check::Ready(parse_cpu_stat(s)),
+        None => Check::Never,
     }
 }
 
@@ -251,7 +266,7 @@ fn settle(j: &Janitor, mut s: Spent) {
         if let Some(dirfd) = s.dirfd.take() {
             let deadline = Instant::now() + Duration::from_millis(20);
             loop {
-                match check_spare(&dirfd) {
+                match check_spare(&dirfd, s.events.as_ref()) {
                     Check::Ready(cpu_base) => {
                         let mut st = lock(j);
                         if st.spares.len() < CAP {
