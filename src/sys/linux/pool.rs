@@ -146,7 +146,7 @@ enum Check {
 }
 
 /// Reads a small file from offset 0 into `buf` (one `pread`: cgroup files render afresh).
-fn pread_small<'a>(fd: RawFd, buf: &'a mut [u8]) -> Option<&'a str> {
+fn pread_small(fd: RawFd, buf: &mut [u8]) -> Option<&str> {
     // SAFETY: pread into a buffer of the given length from an fd the caller keeps open.
     let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n <= 0 {
@@ -353,4 +353,39 @@ pub(crate) fn drain() -> usize {
 
 extern "C" fn drain_at_exit() {
     drain();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cgroup::Cgroup;
+    use super::*;
+    use crate::sys::ContainerOptions;
+
+    #[test]
+    fn cpu_stat_fields() {
+        let text = "usage_usec 30\nuser_usec 20\nsystem_usec 10\nnr_periods 0\n";
+        assert_eq!(parse_cpu_stat(text), (20, 10));
+        assert_eq!(parse_cpu_stat(""), (0, 0));
+    }
+
+    #[test]
+    fn a_new_group_reports_no_cpu_even_on_a_reused_cgroup() {
+        let Ok(a) = Cgroup::create(&ContainerOptions::default()) else {
+            eprintln!("skipped: no cgroup v2 here");
+            return;
+        };
+        for _ in 0..20 {
+            let mut cmd = std::process::Command::new("/bin/true");
+            a.spawn_std(&mut cmd).unwrap().wait().unwrap();
+        }
+        let used = a.stats().unwrap();
+        assert!(used.cpu_user.is_some());
+        drop(a);
+        // Fresh or a spare (this one or another test's): nothing ran in it for this group.
+        let b = Cgroup::create(&ContainerOptions::default()).unwrap();
+        let s = b.stats().unwrap();
+        assert_eq!(s.cpu_user.unwrap_or_default(), Duration::ZERO);
+        assert_eq!(s.cpu_system.unwrap_or_default(), Duration::ZERO);
+        assert_eq!(s.active_process_count, 0);
+    }
 }

@@ -1018,7 +1018,8 @@ fn reaper(rx: mpsc::Receiver<OwnedFd>) {
         fds.retain(|f| {
             let ready = pfds[i].revents != 0;
             i += 1;
-            !(ready && !matches!(waitid_nohang(f), Ok(None)))
+            // Keep it unless it was ready and is now reaped (or unreapable).
+            !ready || matches!(waitid_nohang(f), Ok(None))
         });
     }
 }
