@@ -743,16 +743,49 @@ fn spawn_inner(
 
 fn finish(cloned: Cloned, ends: ParentEnds) -> io::Result<crate::sys::Child> {
     let pid = cloned.pid;
+    // `try_with_interest` is deprecated in newest tokio only because a `T` could report a
+    // changing fd; an `OwnedFd` cannot. (Its replacement does not exist in the tokio versions
+    // we allow.)
+    #[allow(deprecated)]
+    let fd = match AsyncFd::try_with_interest(cloned.pidfd, tokio::io::Interest::READABLE) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Not registrable (no runtime?): the child must not run on unowned.
+            let (pidfd, err) = e.into_parts();
+            kill_pidfd(&pidfd);
+            let _ = reap_blocking(&pidfd);
+            return Err(err);
+        }
+    };
     let mut child = PidfdChild {
         pid,
-        fd: None,
+        fd: Some(fd),
         status: None,
     };
-    // `with_interest` is deprecated in newest tokio only because a `T` could report a changing
-    // fd; an `OwnedFd` cannot. (Its replacement does not exist in the tokio versions we allow.)
-    #[allow(deprecated)]
-    let fd = AsyncFd::with_interest(cloned.pidfd, tokio::io::Interest::READABLE)?;
-    child.fd = Some(fd);
+    match wrap_pipes(ends) {
+        Ok((stdin, stdout, stderr)) => Ok(crate::sys::Child {
+            pid: pid as u32,
+            stdin,
+            stdout,
+            stderr,
+            inner: Child::Pidfd(child),
+        }),
+        Err(e) => {
+            // `Drop` hands the killed child to the reaper.
+            let _ = child.start_kill();
+            Err(e)
+        }
+    }
+}
+
+type Pipes = (
+    Option<crate::sys::PipeWriter>,
+    Option<crate::sys::PipeReader>,
+    Option<crate::sys::PipeReader>,
+);
+
+/// The parent's pipe ends as tokio pipes (already non-blocking).
+fn wrap_pipes(ends: ParentEnds) -> io::Result<Pipes> {
     let stdin = match ends.stdin {
         Some(fd) => Some(
             Box::pin(tokio::net::unix::pipe::Sender::from_owned_fd_unchecked(fd)?)
@@ -768,15 +801,22 @@ fn finish(cloned: Cloned, ends: ParentEnds) -> io::Result<crate::sys::Child> {
             None => Ok(None),
         }
     };
-    let stdout = reader(ends.stdout)?;
-    let stderr = reader(ends.stderr)?;
-    Ok(crate::sys::Child {
-        pid: pid as u32,
-        stdin,
-        stdout,
-        stderr,
-        inner: Child::Pidfd(child),
-    })
+    Ok((stdin, reader(ends.stdout)?, reader(ends.stderr)?))
+}
+
+/// SIGKILL through a pidfd (cannot hit a recycled pid). Whether it was sent; errno says why not.
+fn kill_pidfd(fd: &OwnedFd) -> bool {
+    // SAFETY: pidfd_send_signal on our own pidfd with no siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    r == 0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -866,18 +906,7 @@ impl PidfdChild {
             return Ok(());
         }
         let fd = self.fd.as_ref().expect("pidfd present until drop");
-        // SAFETY: pidfd_send_signal on our own pidfd with no siginfo; it cannot reach another
-        // process even if the pid was reused.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.get_ref().as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if r < 0 {
+        if !kill_pidfd(fd.get_ref()) {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ESRCH) {
                 return Ok(());
