@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Prints the median of every benches/compare.rs scenario and processkit's ratio to tokio and std.
+"""Prints, for every benches/compare.rs scenario, each implementation's time and processkit's
+ratio to tokio and std.
 
-Reads criterion's target/criterion/<group>/<function>[/<param>]/new/estimates.json, so run it
-after `cargo bench --bench compare -- ...` (see docs/performance.md).
+Two statistics per function, from criterion's target/criterion/<group>/<function>[/<param>]/new/:
+* median: criterion's median estimate (estimates.json);
+* best: the fastest sample's time per iteration (sample.json). On a shared, noisy machine this
+  is the least disturbed measurement, so its ratios are the more stable ones.
+Run it after `cargo bench --bench compare -- ...` (see docs/performance.md).
 """
 import json
 import os
@@ -19,7 +23,10 @@ for dirpath, _dirs, files in os.walk(root):
         scenario = group + ("/" + "/".join(rel[2:]) if len(rel) > 2 else "")
         with open(os.path.join(dirpath, "estimates.json")) as f:
             med = json.load(f)["median"]["point_estimate"]
-        rows.setdefault(scenario, {})[impl] = med
+        with open(os.path.join(dirpath, "sample.json")) as f:
+            smp = json.load(f)
+        best = min(t / n for t, n in zip(smp["times"], smp["iters"]))
+        rows.setdefault(scenario, {})[impl] = (med, best)
 
 
 def fmt(ns):
@@ -29,12 +36,14 @@ def fmt(ns):
     return f"{ns:.3g} ns"
 
 
-print("| scenario | processkit | tokio | std | pk / tokio | pk / std |")
-print("|---|---|---|---|---|---|")
-for scenario in sorted(rows):
-    r = rows[scenario]
-    pk, tk, sd = r.get("processkit"), r.get("tokio"), r.get("std")
-    cells = [fmt(v) if v else "-" for v in (pk, tk, sd)]
-    rt = f"{pk / tk:.2f}" if pk and tk else "-"
-    rs = f"{pk / sd:.2f}" if pk and sd else "-"
-    print(f"| {scenario} | " + " | ".join(cells) + f" | {rt} | {rs} |")
+for k, name in ((0, "median"), (1, "best sample")):
+    print(f"\n{name}:\n")
+    print("| scenario | processkit | tokio | std | pk / tokio | pk / std |")
+    print("|---|---|---|---|---|---|")
+    for scenario in sorted(rows):
+        r = {impl: v[k] for impl, v in rows[scenario].items()}
+        pk, tk, sd = r.get("processkit"), r.get("tokio"), r.get("std")
+        cells = [fmt(v) if v else "-" for v in (pk, tk, sd)]
+        rt = f"{pk / tk:.2f}" if pk and tk else "-"
+        rs = f"{pk / sd:.2f}" if pk and sd else "-"
+        print(f"| {scenario} | " + " | ".join(cells) + f" | {rt} | {rs} |")
