@@ -8,10 +8,10 @@
 
 use std::fs;
 use std::io::{self, Write as _};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::layout::{self, CgroupLayout, V2Plan};
@@ -29,6 +29,15 @@ pub(crate) struct Placement {
 
 static PLACEMENT: OnceLock<Result<Placement, String>> = OnceLock::new();
 static SEQ: AtomicU64 = AtomicU64::new(0);
+/// Set when even a never-killed cgroup killed its child at birth (see
+/// [`super::spawn::Fallback::KilledAtBirth`]): join by a write from then on.
+static INTO_CGROUP_BROKEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether a group with these options is plain: no limit and no accounting, so its cgroup
+/// has no controller settings, no v1 companions and nothing to reset (see [`super::pool`]).
+fn plain(opts: &ContainerOptions) -> bool {
+    !opts.has_limits() && !opts.accounting
+}
 
 /// The placement for plain (controller-less) groups, or why cgroups are unavailable.
 pub(crate) fn placement() -> Result<&'static Placement, &'static str> {
@@ -68,14 +77,30 @@ pub(crate) fn guarded_parents() -> Vec<PathBuf> {
 #[derive(Debug)]
 pub(crate) struct Cgroup {
     dir: PathBuf,
-    /// `cgroup.procs`, kept open so the child can join with one `write` before exec.
-    procs: OwnedFd,
+    /// The directory itself (`O_PATH`), for `clone3(CLONE_INTO_CGROUP)`. `None` only in `Drop`.
+    dirfd: Option<OwnedFd>,
+    /// `cgroup.kill` (Linux 5.14+), kept open: it is written at least twice per run.
+    kill: Option<OwnedFd>,
+    /// `cgroup.events`, kept open: read before every kill.
+    events: Option<OwnedFd>,
+    /// Whether `cgroup.kill` was ever written (the kernel's kill counter moved: such a cgroup
+    /// is never pooled, and children join it by a write instead of `CLONE_INTO_CGROUP`).
+    killed: AtomicBool,
+    /// `cgroup.procs`, opened on first use by the std-based spawn paths (the child joins with
+    /// one `write` before exec).
+    procs: OnceLock<OwnedFd>,
     /// v1 controller groups of a hybrid host (limits and accounting v2 lacks here).
     v1: Option<super::v1::V1Group>,
     /// Whether the v2 memory controller is enabled for this cgroup by us (a memory limit):
     /// then `memory.events` counts its OOM kills.
     memory_v2: bool,
+    /// No limits and no accounting were asked for (and so no v1 companions, no v2 controller
+    /// files): only such a cgroup may come from, or go back to, the pool.
+    plain: bool,
     frozen: Mutex<bool>,
+    /// `cpu.stat` user/system microseconds when this group got the cgroup (non-zero for a
+    /// reused one, see [`super::pool`]); subtracted in [`Cgroup::stats`].
+    cpu_base: (u64, u64),
 }
 
 impl Cgroup {
@@ -86,10 +111,31 @@ impl Cgroup {
     /// `opts.accounting` and no v2 `memory` controller, a v1 `memory` group is added (best
     /// effort) so memory use and its peak are measured by the kernel.
     ///
+    /// A plain group (no limits, no accounting: see [`plain`]) reuses a pooled empty cgroup
+    /// when there is one (see [`super::pool`]).
+    ///
     /// # Errors
     /// [`CreateError::Limit`] naming the first limit that cannot be enforced;
     /// [`CreateError::Io`] when no cgroup can be created at all.
     pub(crate) fn create(opts: &ContainerOptions) -> Result<Cgroup, CreateError> {
+        let plain = plain(opts);
+        if plain {
+            if let Some(s) = super::pool::take() {
+                return Ok(Cgroup {
+                    dir: s.dir,
+                    dirfd: Some(s.dirfd),
+                    kill: s.kill,
+                    events: s.events,
+                    killed: AtomicBool::new(false),
+                    procs: OnceLock::new(),
+                    v1: None,
+                    memory_v2: false,
+                    plain: true,
+                    frozen: Mutex::new(false),
+                    cpu_base: s.cpu_base,
+                });
+            }
+        }
         let place = placement().map_err(|r| {
             CreateError::Io(io::Error::new(io::ErrorKind::Unsupported, r.to_owned()))
         })?;
@@ -106,13 +152,14 @@ impl Cgroup {
                 return Err(CreateError::Limit {
                     what: w.limit,
                     reason: format!(
-                        "the `{}` controller is neither offered by our cgroup v2 ({}) nor mounted                          as a cgroup v1 hierarchy; run as root, in a container, or under a systemd                          unit with Delegate=yes",
+                        "the `{}` controller is neither offered by our cgroup v2 ({}) nor mounted \
+                         as a cgroup v1 hierarchy; run as root, in a container, or under a \
+                         systemd unit with Delegate=yes",
                         w.controller,
-                        place
-                            .layout
-                            .v2_own_dir
-                            .as_deref()
-                            .map_or_else(|| "no v2 hierarchy".to_owned(), |d| d.display().to_string()),
+                        place.layout.v2_own_dir.as_deref().map_or_else(
+                            || "no v2 hierarchy".to_owned(),
+                            |d| d.display().to_string()
+                        ),
                     ),
                 });
             }
@@ -147,7 +194,10 @@ impl Cgroup {
             let _ = fs::remove_dir(&dir);
             e
         };
-        let procs = open_write(&dir.join("cgroup.procs")).map_err(|e| cleanup(e.into()))?;
+        let dirfd = open_dir(&dir).map_err(|e| cleanup(e.into()))?;
+        // Absent before Linux 5.14: `kill_all` then kills member by member.
+        let kill = open_write(&dir.join("cgroup.kill")).ok();
+        let events = open_read(&dir.join("cgroup.events")).ok();
         limits::write_v2_limits(&dir, opts, &v2_limits)
             .map_err(|(what, reason)| cleanup(CreateError::Limit { what, reason }))?;
         let account_memory = opts.accounting && !v2_offers.iter().any(|c| c == "memory");
@@ -179,11 +229,26 @@ impl Cgroup {
         let memory_v2 = v2_limits.iter().any(|w| w.controller == "memory");
         Ok(Cgroup {
             dir,
-            procs,
+            dirfd: Some(dirfd),
+            kill,
+            events,
+            killed: AtomicBool::new(false),
+            procs: OnceLock::new(),
             v1,
             memory_v2,
+            plain,
             frozen: Mutex::new(false),
+            cpu_base: (0, 0),
         })
+    }
+
+    /// `cgroup.procs`, opened once.
+    fn procs_fd(&self) -> io::Result<RawFd> {
+        if let Some(f) = self.procs.get() {
+            return Ok(f.as_raw_fd());
+        }
+        let f = open_write(&self.dir.join("cgroup.procs"))?;
+        Ok(self.procs.get_or_init(|| f).as_raw_fd())
     }
 
     /// Spawns a child that joins this cgroup (and its v1 companions) before exec.
@@ -194,8 +259,47 @@ impl Cgroup {
                 extra.push(open_write(&p)?);
             }
         }
-        let mut join_fds = vec![self.procs.as_raw_fd()];
-        join_fds.extend(extra.iter().map(|f| f.as_raw_fd()));
+        let v1_raw: Vec<RawFd> = extra.iter().map(|f| f.as_raw_fd()).collect();
+        // The clone3 path: the child is born in the cgroup (or, where the kernel would kill it
+        // at birth, joins with a write) and joins the v1 companions with a write before exec.
+        for attempt in 0..2 {
+            let born_inside = attempt == 0
+                && !self.killed.load(Ordering::Relaxed)
+                && !INTO_CGROUP_BROKEN.load(Ordering::Relaxed);
+            let mut writes = Vec::with_capacity(v1_raw.len() + 1);
+            if !born_inside {
+                writes.push(self.procs_fd()?);
+            }
+            writes.extend_from_slice(&v1_raw);
+            let join = super::spawn::Join {
+                cgroup_dir: if born_inside {
+                    self.dirfd.as_ref().map(|f| f.as_raw_fd())
+                } else {
+                    None
+                },
+                v1_procs: &writes,
+                new_pgroup: false,
+            };
+            match super::spawn::spawn(&req, &join) {
+                Ok(r) => return r,
+                Err(super::spawn::Fallback::Unsupported) => break,
+                Err(super::spawn::Fallback::KilledAtBirth) => {
+                    if !born_inside {
+                        // Killed although it joined by a write: a kill raced the spawn.
+                        return Err(io::Error::new(
+                            io::ErrorKind::Interrupted,
+                            "the group was killed while the child was being spawned",
+                        ));
+                    }
+                    if !self.killed.load(Ordering::Relaxed) {
+                        // Our own cgroup's counter differs from a fresh one's: never again.
+                        INTO_CGROUP_BROKEN.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let mut join_fds = vec![self.procs_fd()?];
+        join_fds.extend(v1_raw);
         let setup = ChildSetup {
             join_fds,
             // A process group too, so a graceful signal can reach a `setsid`-free tree cheaply and
@@ -223,7 +327,7 @@ impl Cgroup {
                 fds.push(open_write(&p)?);
             }
         }
-        let mut raw = vec![self.procs.as_raw_fd()];
+        let mut raw = vec![self.procs_fd()?];
         raw.extend(fds.iter().map(|f| f.as_raw_fd()));
         let hook = move || -> io::Result<()> {
             for &fd in &raw {
@@ -247,10 +351,20 @@ impl Cgroup {
     /// Kills every process in the cgroup with one `cgroup.kill` write (Linux 5.14+); on older
     /// kernels, freezes the cgroup and SIGKILLs each member until it is empty.
     pub(crate) fn kill_all(&self) -> io::Result<()> {
-        let r = match write_file(&self.dir.join("cgroup.kill"), b"1") {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.kill_each(),
-            Err(e) => Err(e),
+        let r = match &self.kill {
+            // Nothing to kill: keep the kernel's kill counter still (see `killed`). Nothing can
+            // enter an empty cgroup except through our own spawns.
+            Some(_) if self.populated() == Some(false) => Ok(()),
+            Some(fd) => {
+                self.killed.store(true, Ordering::Relaxed);
+                // SAFETY: pwrite of one static byte to the `cgroup.kill` fd we own.
+                if unsafe { libc::pwrite(fd.as_raw_fd(), b"1".as_ptr().cast(), 1, 0) } < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            }
+            None => self.kill_each(),
         };
         if let Some(v1) = &self.v1 {
             // Members are the same processes; this also covers a pid only the v1 side saw.
@@ -383,8 +497,13 @@ impl Cgroup {
             for line in text.lines() {
                 let mut it = line.split_whitespace();
                 match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
-                    (Some("user_usec"), Some(v)) => s.cpu_user = Some(Duration::from_micros(v)),
-                    (Some("system_usec"), Some(v)) => s.cpu_system = Some(Duration::from_micros(v)),
+                    (Some("user_usec"), Some(v)) => {
+                        s.cpu_user = Some(Duration::from_micros(v.saturating_sub(self.cpu_base.0)))
+                    }
+                    (Some("system_usec"), Some(v)) => {
+                        s.cpu_system =
+                            Some(Duration::from_micros(v.saturating_sub(self.cpu_base.1)))
+                    }
                     _ => {}
                 }
             }
@@ -451,109 +570,58 @@ impl Cgroup {
 
     /// Whether no process is left (`cgroup.events`: `populated 0`).
     pub(crate) fn is_empty(&self) -> io::Result<bool> {
+        if let Some(p) = self.populated() {
+            return Ok(!p);
+        }
         let ev = fs::read_to_string(self.dir.join("cgroup.events"))?;
         Ok(ev.lines().any(|l| l == "populated 0"))
+    }
+
+    /// `populated` of `cgroup.events`, read through the kept fd (`None` if unreadable).
+    fn populated(&self) -> Option<bool> {
+        let fd = self.events.as_ref()?;
+        let mut buf = [0u8; 128];
+        // SAFETY: pread into a stack buffer of the given length from an fd we own; offset 0
+        // makes the kernel render the file afresh.
+        let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            return None;
+        }
+        let text = &buf[..n as usize];
+        if memchr::memmem::find(text, b"populated 1").is_some() {
+            Some(true)
+        } else if memchr::memmem::find(text, b"populated 0").is_some() {
+            Some(false)
+        } else {
+            None
+        }
     }
 }
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = self.kill_all();
-        if *self.frozen.lock().unwrap_or_else(|e| e.into_inner()) {
+        let was_frozen = *self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+        if was_frozen {
             // A frozen task cannot die until thawed.
             let _ = write_file(&self.dir.join("cgroup.freeze"), b"0");
         }
+        // Pooled when empty (the common case: the run's tree is already gone), else removed in
+        // the background; either way no rmdir on the caller's path.
         let v1 = self.v1.take();
-        // Fast path: often the tree is already gone.
-        if fs::remove_dir(&self.dir).is_ok() && v1.is_none() {
-            return;
-        }
-        remover().send(Removal {
-            dir: self.dir.clone(),
+        super::pool::hand_over(super::pool::Spent {
+            dir: std::mem::take(&mut self.dir),
+            dirfd: self.dirfd.take(),
+            kill: self.kill.take(),
+            events: self.events.take(),
+            recyclable: self.plain
+                && !self.memory_v2
+                && v1.is_none()
+                && !was_frozen
+                && !*self.killed.get_mut(),
             v1,
         });
     }
-}
-
-/// A cgroup waiting to drain so it can be removed.
-struct Removal {
-    dir: PathBuf,
-    v1: Option<super::v1::V1Group>,
-}
-
-/// One background thread removes cgroups whose processes are still dying, so `Drop` never blocks
-/// a tokio worker.
-struct Remover {
-    tx: Mutex<mpsc::Sender<Removal>>,
-}
-
-impl Remover {
-    fn send(&self, r: Removal) {
-        PENDING_REMOVALS.fetch_add(1, Ordering::SeqCst);
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(mpsc::SendError(r)) = tx.send(r) {
-            remove_blocking(r);
-            PENDING_REMOVALS.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Removals queued or in progress on the remover thread.
-static PENDING_REMOVALS: AtomicUsize = AtomicUsize::new(0);
-
-/// How long the exit hook waits for queued removals.
-const EXIT_DRAIN: Duration = Duration::from_secs(2);
-
-/// Runs at `exit`: a short-lived owner (a CLI tool, a test, an example) typically drops its
-/// last group just before `main` returns, when the remover thread has not yet had time to
-/// `rmdir` the killed, draining cgroups — and `exit` does not wait for threads. Without this
-/// the empty `pk-<pid>-<n>` directories would outlive the owner. Bounded, so a cgroup that
-/// refuses to drain cannot hang the exit.
-extern "C" fn drain_removals_at_exit() {
-    let deadline = Instant::now() + EXIT_DRAIN;
-    while PENDING_REMOVALS.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn remover() -> &'static Remover {
-    static R: OnceLock<Remover> = OnceLock::new();
-    R.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Removal>();
-        let _ = std::thread::Builder::new()
-            .name("processkit-cgroup-remover".into())
-            .spawn(move || {
-                for r in rx {
-                    remove_blocking(r);
-                    PENDING_REMOVALS.fetch_sub(1, Ordering::SeqCst);
-                }
-            });
-        // SAFETY: registers a plain `extern "C"` function that captures nothing and only
-        // reads an atomic and sleeps; `atexit` has no other preconditions. Its failure (the
-        // registration table is full) only loses the drain, so the result is ignored.
-        unsafe {
-            libc::atexit(drain_removals_at_exit);
-        }
-        Remover { tx: Mutex::new(tx) }
-    })
-}
-
-fn remove_blocking(r: Removal) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut step = Duration::from_micros(200);
-    loop {
-        match fs::remove_dir(&r.dir) {
-            Ok(()) => break,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-            Err(_) if Instant::now() < deadline => {
-                let _ = write_file(&r.dir.join("cgroup.kill"), b"1");
-                std::thread::sleep(step);
-                step = (step * 2).min(Duration::from_millis(20));
-            }
-            Err(_) => break,
-        }
-    }
-    drop(r.v1);
 }
 
 fn open_write(path: &Path) -> io::Result<OwnedFd> {
@@ -561,6 +629,25 @@ fn open_write(path: &Path) -> io::Result<OwnedFd> {
     let f = fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
+        .open(path)?;
+    Ok(f.into())
+}
+
+fn open_read(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)?;
+    Ok(f.into())
+}
+
+/// Opens a directory as an `O_PATH` handle (enough for `CLONE_INTO_CGROUP`).
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(path)?;
     Ok(f.into())
 }

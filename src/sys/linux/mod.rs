@@ -4,8 +4,10 @@
 pub(crate) mod cgroup;
 pub(crate) mod layout;
 pub(crate) mod limits;
+pub(crate) mod pool;
 #[cfg_attr(not(feature = "stats"), allow(dead_code))]
 pub(crate) mod procfs;
+pub(crate) mod spawn;
 pub(crate) mod v1;
 
 use std::io;
@@ -15,7 +17,7 @@ use super::unix::pgroup::{limit_name, Pgroup};
 use super::{ContainerOptions, CreateError, SpawnRequest};
 use crate::{GroupStats, Mechanism, Signal};
 
-pub(crate) use super::unix::Child;
+pub(crate) use spawn::Child;
 
 /// A Linux container: a cgroup, or a set of process groups when no cgroup can be created.
 #[derive(Debug)]
@@ -72,14 +74,35 @@ impl Container {
 
     /// Spawns a child inside the container before it runs a single instruction of its program.
     pub(crate) fn spawn(&self, req: SpawnRequest) -> io::Result<super::Child> {
-        if req.kill_on_parent_death {
-            if let Container::Cgroup(_) = self {
-                // Whole-tree parent death: the guardian kills every `pk-<pid>-*` cgroup of ours
-                // when we die. Best effort: PDEATHSIG still covers the direct child without it.
-                let _ = super::unix::guardian::ensure(&cgroup::guarded_parents());
+        match self {
+            Container::Cgroup(c) => {
+                if req.kill_on_parent_death {
+                    // Whole-tree parent death: the guardian kills every `pk-<pid>-*` cgroup of
+                    // ours when we die. Best effort: PDEATHSIG still covers the direct child.
+                    let _ = super::unix::guardian::ensure(&cgroup::guarded_parents());
+                }
+                c.spawn(req)
+            }
+            Container::Pgroup(p) => {
+                let join = spawn::Join {
+                    new_pgroup: true,
+                    ..spawn::Join::default()
+                };
+                if !spawn::available() {
+                    return p.spawn(req);
+                }
+                // The guardian must be running before the child exists (registration below).
+                let guard = p.prepare_guard(&req);
+                match spawn::spawn(&req, &join) {
+                    Ok(r) => {
+                        let child = r?;
+                        p.track_spawned(child.pid as i32, guard);
+                        Ok(child)
+                    }
+                    Err(_) => p.spawn(req),
+                }
             }
         }
-        each!(self, c => c.spawn(req))
     }
 
     /// Spawns a caller-built std command inside the container.

@@ -167,7 +167,9 @@ pub(crate) fn spawn(req: SpawnRequest, setup: ChildSetup) -> io::Result<super::C
         stdin,
         stdout,
         stderr,
-        inner: Child { child },
+        // `into`: on Linux the backend's child type wraps this one.
+        #[allow(clippy::useless_conversion)]
+        inner: Child { child }.into(),
     })
 }
 
@@ -183,7 +185,7 @@ const PIPE_CAPACITY: libc::c_int = 256 << 10;
 /// Best effort: raises the capacity of the stdout pipe (Linux `F_SETPIPE_SZ`). Failing (an
 /// unprivileged user at `/proc/sys/fs/pipe-user-pages-soft`, an old kernel) only costs speed.
 #[cfg(target_os = "linux")]
-fn grow_pipe(fd: &impl std::os::fd::AsRawFd) {
+pub(crate) fn grow_pipe(fd: &impl std::os::fd::AsRawFd) {
     // SAFETY: fcntl on a descriptor we own (borrowed for the call); F_SETPIPE_SZ takes an int
     // and touches no memory of ours.
     let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY) };

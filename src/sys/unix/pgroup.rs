@@ -50,11 +50,7 @@ impl Pgroup {
 
     /// Spawns a child as the leader of a new process group.
     pub(crate) fn spawn(&self, req: SpawnRequest) -> io::Result<crate::sys::Child> {
-        let guard = req.kill_on_parent_death;
-        if guard {
-            // Best effort: without the guardian, PDEATHSIG still covers the direct child.
-            let _ = super::guardian::ensure(&[]);
-        }
+        let guard = self.prepare_guard(&req);
         let setup = ChildSetup {
             new_pgroup: true,
             setsid: req.setsid,
@@ -64,14 +60,30 @@ impl Pgroup {
             ..ChildSetup::default()
         };
         let child = self.spawn_with(req, setup)?;
+        self.guard_group(child.pid as i32, guard);
+        Ok(child)
+    }
+
+    /// Before a spawn: starts the parent-death guardian when the request asks for
+    /// `kill_on_parent_death` (best effort: without it, PDEATHSIG still covers the direct
+    /// child). Returns whether the new group must be registered with it.
+    pub(crate) fn prepare_guard(&self, req: &SpawnRequest) -> bool {
+        if req.kill_on_parent_death {
+            let _ = super::guardian::ensure(&[]);
+        }
+        req.kill_on_parent_death
+    }
+
+    /// After a spawn: registers the child's process group with the guardian (see
+    /// [`Pgroup::prepare_guard`]).
+    fn guard_group(&self, pgid: i32, guard: bool) {
         if guard {
-            super::guardian::register_pgroup(child.pid as i32);
+            super::guardian::register_pgroup(pgid);
             self.guarded
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(child.pid as i32);
+                .push(pgid);
         }
-        Ok(child)
     }
 
     /// Spawns with an already prepared setup (the Linux backend adds cgroup fds).
@@ -95,6 +107,14 @@ impl Pgroup {
         let child = cmd.spawn()?;
         self.track(Tracked::Group(child.id() as i32));
         Ok(child)
+    }
+
+    /// Tracks a process group whose leader was spawned elsewhere (the Linux clone3 path), and
+    /// registers it with the guardian when `guard` (from [`Pgroup::prepare_guard`]).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn track_spawned(&self, pgid: i32, guard: bool) {
+        self.track(Tracked::Group(pgid));
+        self.guard_group(pgid, guard);
     }
 
     fn track(&self, t: Tracked) {
