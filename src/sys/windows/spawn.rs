@@ -83,7 +83,7 @@ pub(crate) fn spawn(job: &Job, req: SpawnRequest) -> io::Result<crate::sys::Chil
         stdin,
         stdout,
         stderr,
-        inner: Child { child },
+        inner: Child::new(child),
     })
 }
 
