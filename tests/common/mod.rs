@@ -46,6 +46,25 @@ fn helper_exe(raw: &str) -> PathBuf {
     path
 }
 
+/// Copies the `pk-child` binary to `to` (for a test that needs a program of another name or
+/// place), together with the Wine DLL shim when one sits next to `pk-child` (see
+/// [`helper_exe`]). Returns every file it created, `to` first, for the test to remove.
+#[allow(dead_code)]
+pub fn copy_pk_child(to: &Path) -> Vec<PathBuf> {
+    let from = pk_child();
+    std::fs::copy(&from, to).expect("copy pk-child");
+    let mut made = vec![to.to_path_buf()];
+    let shim = from.with_file_name("bcryptprimitives.dll");
+    if cfg!(windows) && shim.exists() {
+        let next_to = to.with_file_name("bcryptprimitives.dll");
+        if !next_to.exists() {
+            std::fs::copy(&shim, &next_to).expect("copy the DLL shim");
+            made.push(next_to);
+        }
+    }
+    made
+}
+
 #[cfg(windows)]
 fn copy_dll_shim_next_to(helper: &Path) {
     const SHIM: &str = "bcryptprimitives.dll";
