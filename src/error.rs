@@ -90,13 +90,14 @@ pub enum Error {
         /// last one's exit.
         attempts: u32,
     },
-    /// The child was killed by a signal (POSIX) where success was required.
+    /// The child was killed (POSIX: by a signal) where success was required.
     Signalled {
         /// The program.
         program: String,
         /// The shell-escaped command line.
         command_line: String,
-        /// The signal number.
+        /// The signal number; 0 on Windows, where a kill (the Job Object's, or this child's
+        /// own `TerminateProcess`) involves no signal.
         signal: i32,
         /// Everything captured on stderr.
         stderr: String,
@@ -337,7 +338,12 @@ impl fmt::Display for Error {
                 attempts,
                 ..
             } => {
-                write!(f, "`{command_line}` was killed by signal {signal}")?;
+                if *signal == 0 {
+                    // Windows: killed through the Job Object, no signal involved.
+                    write!(f, "`{command_line}` was killed")?;
+                } else {
+                    write!(f, "`{command_line}` was killed by signal {signal}")?;
+                }
                 write_attempts(f, *attempts)?;
                 write_stderr(f, stderr)
             }

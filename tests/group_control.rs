@@ -246,6 +246,10 @@ async fn stats_count_processes_and_memory() {
     }
     assert_eq!(s.active_process_count, 3, "{s:?}");
     assert_eq!(total, 3, "{s:?}");
+    if under_wine() {
+        // Wine reports no per-process memory counters (they read 0).
+        return;
+    }
     let current = s.current_memory_bytes.expect("memory is measured");
     assert!(current >= 32 << 20, "{s:?}");
     assert!(
@@ -340,7 +344,8 @@ async fn profile_of_a_cpu_bound_run() {
     );
     assert!(profile.duration <= started.elapsed(), "{profile:?}");
     assert!(profile.samples >= 1, "{profile:?}");
-    if cfg!(any(target_os = "linux", windows)) {
+    // Wine reports neither job CPU time nor process memory (both read 0).
+    if cfg!(target_os = "linux") || (cfg!(windows) && !under_wine()) {
         let cpu = profile.cpu_time.expect("CPU time is measured");
         assert!(cpu > Duration::ZERO, "{profile:?}");
         let avg = profile.avg_cpu().unwrap();

@@ -18,12 +18,23 @@ fn child(args: &[&str]) -> Command {
 }
 
 /// Creates the group, or checks the refusal is the typed error and returns `None`.
+///
+/// Also `None` under Wine, once the group was created: Wine accepts Job Object limits but
+/// does not enforce them (and refuses the CPU rate), so there is nothing to observe.
 fn limited(options: ProcessGroupOptions, what: &str) -> Option<ProcessGroup> {
     match ProcessGroup::with_options(options) {
+        Ok(_) if under_wine() => {
+            println!("skipped: Wine accepts {what} but does not enforce it");
+            None
+        }
         Ok(g) => Some(g),
         Err(Error::ResourceLimit { what: w, reason }) => {
-            assert_eq!(w, what, "{reason}");
-            println!("skipped: {what} cannot be enforced here: {reason}");
+            // With several limits asked for, the first one the platform refuses is named.
+            assert!(
+                w == what || (w == "cpu_quota" && under_wine()),
+                "{w}: {reason}"
+            );
+            println!("skipped: {w} cannot be enforced here: {reason}");
             None
         }
         Err(e) => panic!("expected Ok or ResourceLimit, got {e:?}"),
@@ -151,6 +162,15 @@ async fn memory_cap_kills_and_reports_oom() {
         .output_string(&child(&["alloc", "512"]))
         .await
         .unwrap();
+    if cfg!(windows) {
+        // A Job Object memory cap fails the allocation inside the process (which aborts); no
+        // one is killed on its behalf, so there is no OOM kill to report.
+        assert!(!r.success() && !r.oom_killed(), "{r:?}");
+        assert!(!r.stdout().contains("allocated=512"), "{r:?}");
+        let ok = group.output_string(&child(&["alloc", "8"])).await.unwrap();
+        assert_eq!(ok.code(), Some(0), "{ok:?}");
+        return;
+    }
     assert!(r.oom_killed(), "{r:?}");
     assert_eq!(r.code(), None, "{r:?}");
     assert!(!r.stdout().contains("allocated=512"), "{r:?}");

@@ -1,7 +1,9 @@
 //! `kill_on_parent_death` means the whole tree dies with the owner, even when the owner is
-//! SIGKILLed (no destructor runs): the guardian kills every cgroup (or registered process
-//! group) the owner still had.
-#![cfg(target_os = "linux")] // PDEATHSIG + guardian; Windows gets this from the job handle closing.
+//! SIGKILLed (no destructor runs): on Linux the guardian kills every cgroup (or registered
+//! process group) the owner still had; on Windows the kernel closes the owner's only handle to
+//! the Job Object, and kill-on-close ends the tree (`TerminateProcess` of the owner here).
+// Not macOS/BSD: their process-group mechanism lets the setsid grandchild escape by design.
+#![cfg(any(target_os = "linux", windows))]
 mod common;
 
 use common::*;
@@ -9,15 +11,12 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-fn owner() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_BIN_EXE_pk-owner"))
-}
-
-/// Starts pk-owner, waits for its tree, SIGKILLs it, and returns (child, grandchild, setsid
-/// grandchild) pids plus the owner pid.
+/// Starts pk-owner, waits for its tree, SIGKILLs it (`TerminateProcess` on Windows), and
+/// returns (child, grandchild, setsid grandchild) pids plus the owner pid. (On Windows the
+/// "setsid" grandchild is a plain quiet one: there are no sessions.)
 fn kill_owner(env: &[(&str, &str)]) -> ([u32; 3], u32) {
     let dir = tempdir();
-    let mut cmd = std::process::Command::new(owner());
+    let mut cmd = std::process::Command::new(pk_owner());
     cmd.arg(dir.path()).stdout(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
@@ -45,9 +44,7 @@ fn whole_tree_dies_with_a_sigkilled_owner() {
     });
     if !dead {
         for p in tree {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &p.to_string()])
-                .status();
+            kill_pid(p);
         }
     }
     assert!(
@@ -55,6 +52,7 @@ fn whole_tree_dies_with_a_sigkilled_owner() {
         "tree {tree:?} outlived its SIGKILLed owner by more than a second"
     );
     // The guardian also removed the owner's cgroups.
+    #[cfg(target_os = "linux")]
     assert!(
         wait_until(Duration::from_secs(5), || !owner_cgroups_exist(owner_pid)),
         "the owner's cgroups were not removed"
@@ -62,6 +60,8 @@ fn whole_tree_dies_with_a_sigkilled_owner() {
     remove_cgroups_of(owner_pid);
 }
 
+// Linux only: the fallback is forced with PROCESSKIT_MECHANISM, a Linux-backend switch.
+#[cfg(target_os = "linux")]
 #[test]
 fn fallback_tree_dies_with_a_sigkilled_owner() {
     let (tree, owner_pid) = kill_owner(&[("PROCESSKIT_MECHANISM", "process-group")]);
@@ -71,15 +71,14 @@ fn fallback_tree_dies_with_a_sigkilled_owner() {
         tree[..2].iter().all(|p| !pid_alive(*p))
     });
     for p in tree {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &p.to_string()])
-            .status();
+        kill_pid(p);
     }
     assert_dead_within(&tree, Duration::from_secs(5));
     assert!(dead, "fallback tree {tree:?} outlived its owner");
     remove_cgroups_of(owner_pid);
 }
 
+#[cfg(target_os = "linux")]
 fn owner_cgroups_exist(pid: u32) -> bool {
     let prefix = format!("pk-{pid}-");
     ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]

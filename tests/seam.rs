@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{pk_child, tempdir};
+use common::{copy_pk_child, pk_child, tempdir};
 use processkit::{
     cli_client, Command, Error, JobRunner, Primitive, ProcessGroup, ProcessRunner,
     ProcessRunnerExt, RecordingRunner, Reply, Result, RetryPolicy, ScriptedRunner, Stdin,
@@ -535,7 +535,7 @@ mod record {
         let tool = dir
             .path()
             .join(if cfg!(windows) { "tool.exe" } else { "tool" });
-        std::fs::copy(pk_child(), &tool).unwrap();
+        let made = copy_pk_child(&tool);
         let cassette = dir.path().join("tool.json");
         let cmd = Command::new(&tool)
             .args(["print", "deployed"])
@@ -546,7 +546,9 @@ mod record {
         assert_eq!(live, "deployed");
         rec.save().unwrap();
         drop(rec);
-        std::fs::remove_file(&tool).unwrap();
+        for f in made {
+            std::fs::remove_file(f).unwrap();
+        }
 
         let text = std::fs::read_to_string(&cassette).unwrap();
         assert!(
@@ -857,7 +859,8 @@ mod tracing_events {
             !text.contains("env-secret-456") && !text.contains("SECRET_ENV"),
             "env leaked: {text}"
         );
-        let program = pk_child().to_string_lossy().into_owned();
+        // As the event shows it: Debug-quoted (a Windows path's backslashes are escaped).
+        let program = format!("{:?}", pk_child().to_string_lossy());
 
         let spawns = events(&text, "spawn");
         assert_eq!(spawns.len(), 1 + 1 + 3 + 1, "{text}");

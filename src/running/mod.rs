@@ -330,8 +330,13 @@ impl RunningProcess {
     }
 
     async fn drain_after_exit_one(&mut self, stderr: bool) {
-        let linger = match self.owner {
+        let linger = match &self.owner {
             Owner::Shared(_) => Some(SHARED_DRAIN_LINGER),
+            // The process-group mechanism cannot kill a descendant that left the group
+            // (`setsid`): one that still holds the pipe must not hang the run.
+            Owner::Private(g) if g.mechanism() == crate::Mechanism::ProcessGroup => {
+                Some(SHARED_DRAIN_LINGER)
+            }
             _ => None,
         };
         let pump = if stderr {

@@ -46,7 +46,9 @@ pub(crate) struct Script {
     pub(crate) linger: Option<Duration>,
 }
 
-/// How a killed scripted process is reported: like a hard kill on the host OS.
+/// How a killed scripted process is reported: like a hard kill on the host OS (no exit code;
+/// SIGKILL on POSIX, no signal on Windows, where the Job Object backend reports its own kills
+/// without the OS exit code 1).
 pub(crate) fn killed_exit() -> ExitInfo {
     crate::sys::killed_exit()
 }

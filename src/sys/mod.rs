@@ -247,18 +247,11 @@ impl Child {
 /// Whether `uid`, `gid` and `setsid` can be honoured on this platform (POSIX only).
 pub(crate) const HAS_POSIX_IDENTITY: bool = cfg!(unix);
 
-/// How this OS reports a hard-killed process: signal 9 on POSIX, exit code 1 on Windows (the
-/// code our Job Object termination uses).
+/// How a hard-killed process is reported: no exit code; SIGKILL on POSIX, no signal on Windows
+/// (where the Job Object backend reports its own kills without the OS exit code 1).
 pub(crate) fn killed_exit() -> ExitInfo {
-    if cfg!(unix) {
-        ExitInfo {
-            code: None,
-            signal: Some(9),
-        }
-    } else {
-        ExitInfo {
-            code: Some(1),
-            signal: None,
-        }
+    ExitInfo {
+        code: None,
+        signal: if cfg!(unix) { Some(9) } else { None },
     }
 }

@@ -982,9 +982,24 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     tmp.push(format!(".{}.tmp", process::id()));
     let tmp = PathBuf::from(tmp);
     fs::write(&tmp, data)?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    // Windows refuses to replace a file while a reader has it open without FILE_SHARE_DELETE
+    // (Wine even with it): that reader is a test polling the file, so retry for a while.
+    let mut tries = 0;
+    loop {
+        match fs::rename(&tmp, path) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if cfg!(windows) && e.kind() == io::ErrorKind::PermissionDenied && tries < 1000 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// A command that runs a copy of this binary with `args`, set up for `mode`

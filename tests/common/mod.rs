@@ -13,14 +13,107 @@ const POLL: Duration = Duration::from_millis(5);
 /// Path of the `pk-child` helper binary built by cargo for the integration tests.
 ///
 /// Under Wine (a Windows build run on a Unix host) cargo hands out a Unix path; it is turned
-/// into the same file on Wine's `Z:` drive (`/a/b` becomes `Z:\a\b`).
+/// into the same file on Wine's `Z:` drive (`/a/b` becomes `Z:\a\b`), and the DLL shim the
+/// Wine runner put next to the test binary is copied next to the helper (see [`helper_exe`]).
 #[allow(dead_code)]
 pub fn pk_child() -> PathBuf {
-    let raw = env!("CARGO_BIN_EXE_pk-child");
-    if cfg!(windows) && raw.starts_with('/') {
+    helper_exe(env!("CARGO_BIN_EXE_pk-child"))
+}
+
+/// Path of the `pk-owner` helper binary (an owner process that uses processkit); see
+/// [`pk_child`] for the Wine details.
+#[allow(dead_code)]
+pub fn pk_owner() -> PathBuf {
+    helper_exe(env!("CARGO_BIN_EXE_pk-owner"))
+}
+
+/// A helper binary's path as this process must spell it, made ready to start.
+///
+/// Windows only: Wine 8 lacks `bcryptprimitives.dll` (Rust's std imports `ProcessPrng` from
+/// it), so the Wine runner (`xcheck --wine`) puts a shim DLL next to each *test* binary only;
+/// the helpers live one directory up and would fail to load (`0xC0000135`). When the shim sits
+/// next to the running test binary and not next to the helper, it is copied there: to a name
+/// unique to this process, then renamed into place, so test binaries starting in parallel
+/// never see a half-written DLL. A no-op on real Windows (no shim next to the test binary).
+fn helper_exe(raw: &str) -> PathBuf {
+    let path = if cfg!(windows) && raw.starts_with('/') {
         PathBuf::from(format!("Z:{}", raw.replace('/', "\\")))
     } else {
         PathBuf::from(raw)
+    };
+    #[cfg(windows)]
+    copy_dll_shim_next_to(&path);
+    path
+}
+
+/// Copies the `pk-child` binary to `to` (for a test that needs a program of another name or
+/// place), together with the Wine DLL shim when one sits next to `pk-child` (see
+/// [`helper_exe`]). Returns every file it created, `to` first, for the test to remove.
+#[allow(dead_code)]
+pub fn copy_pk_child(to: &Path) -> Vec<PathBuf> {
+    let from = pk_child();
+    std::fs::copy(&from, to).expect("copy pk-child");
+    let mut made = vec![to.to_path_buf()];
+    let shim = from.with_file_name("bcryptprimitives.dll");
+    if cfg!(windows) && shim.exists() {
+        let next_to = to.with_file_name("bcryptprimitives.dll");
+        if !next_to.exists() {
+            std::fs::copy(&shim, &next_to).expect("copy the DLL shim");
+            made.push(next_to);
+        }
+    }
+    made
+}
+
+#[cfg(windows)]
+fn copy_dll_shim_next_to(helper: &Path) {
+    const SHIM: &str = "bcryptprimitives.dll";
+    let Some(dir) = helper.parent() else { return };
+    let target = dir.join(SHIM);
+    if target.exists() {
+        return;
+    }
+    let Some(source) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(SHIM)))
+        .filter(|s| s.exists())
+    else {
+        return;
+    };
+    let tmp = dir.join(format!("{SHIM}.{}.tmp", std::process::id()));
+    if std::fs::copy(&source, &tmp).is_ok() && std::fs::rename(&tmp, &target).is_err() {
+        // Another test binary won the race (or the file is in use): theirs is the same DLL.
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Whether this (Windows) process runs under Wine rather than on Windows: ntdll exports
+/// `wine_get_version` there. Always false off Windows. For assertions on behaviour Wine does
+/// not emulate (Job Object limits are accepted but not enforced; job memory reads 0).
+#[allow(dead_code)]
+pub fn under_wine() -> bool {
+    #[cfg(windows)]
+    {
+        use std::ffi::c_char;
+        #[link(name = "kernel32")]
+        extern "system" {
+            fn GetModuleHandleW(name: *const u16) -> *mut std::ffi::c_void;
+            fn GetProcAddress(
+                module: *mut std::ffi::c_void,
+                name: *const c_char,
+            ) -> *mut std::ffi::c_void;
+        }
+        let name: Vec<u16> = "ntdll.dll\0".encode_utf16().collect();
+        // SAFETY: a NUL-terminated UTF-16 name that outlives the call; ntdll is mapped into
+        // every process and the returned module handle is not owned.
+        let module = unsafe { GetModuleHandleW(name.as_ptr()) };
+        // SAFETY: a valid module handle (checked) and a NUL-terminated ASCII name.
+        !module.is_null()
+            && !unsafe { GetProcAddress(module, c"wine_get_version".as_ptr()) }.is_null()
+    }
+    #[cfg(not(windows))]
+    {
+        false
     }
 }
 
@@ -72,8 +165,10 @@ pub async fn wait_until_async(deadline: Duration, mut cond: impl FnMut() -> bool
 ///   counts as dead.
 /// - Other Unix: `kill(pid, 0)` succeeds (or fails with EPERM). A zombie counts as **alive**
 ///   there until it is reaped.
-/// - Windows: `tasklist /FI "PID eq {pid}" /NH` lists it (no Win32 bindings in the dev
-///   dependencies). An exited process is not listed even while handles to it are open.
+/// - Windows: `OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION)` succeeds and the
+///   process object is not yet signalled (`WaitForSingleObject(h, 0)` times out). An exited
+///   process whose object is still held open by someone counts as dead; a process we may not
+///   open (access denied) counts as alive. (`tasklist` is a stub under Wine.)
 #[allow(dead_code)]
 pub fn pid_alive(pid: u32) -> bool {
     #[cfg(target_os = "linux")]
@@ -106,23 +201,76 @@ pub fn pid_alive(pid: u32) -> bool {
     }
     #[cfg(windows)]
     {
-        let out = std::process::Command::new("tasklist")
-            .args(["/FI", &format!("PID eq {pid}"), "/NH"])
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output();
-        let Ok(out) = out else { return false };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let want = pid.to_string();
-        text.lines()
-            .filter(|l| !l.trim_start().starts_with("INFO:"))
-            .any(|l| l.split_whitespace().any(|tok| tok == want))
+        use windows_sys::Win32::Foundation::{
+            CloseHandle, GetLastError, ERROR_ACCESS_DENIED, WAIT_TIMEOUT,
+        };
+        use windows_sys::Win32::System::Threading::{
+            OpenProcess, WaitForSingleObject, PROCESS_QUERY_LIMITED_INFORMATION,
+            PROCESS_SYNCHRONIZE,
+        };
+        if pid == 0 {
+            return false;
+        }
+        // SAFETY: plain values in; the handle (if any) is closed below.
+        let h = unsafe {
+            OpenProcess(
+                PROCESS_SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION,
+                0,
+                pid,
+            )
+        };
+        if h.is_null() {
+            // ERROR_INVALID_PARAMETER: no such process. Access denied: it exists.
+            // SAFETY: reads this thread's last-error value.
+            return unsafe { GetLastError() } == ERROR_ACCESS_DENIED;
+        }
+        // SAFETY: `h` is a valid process handle with SYNCHRONIZE; a zero timeout only reads
+        // its signal state; it is closed exactly once.
+        unsafe {
+            let running = WaitForSingleObject(h, 0) == WAIT_TIMEOUT;
+            CloseHandle(h);
+            running
+        }
     }
     #[cfg(not(any(unix, windows)))]
     {
         let _ = pid;
         false
     }
+}
+
+/// Kills process `pid` outright (`SIGKILL`; `TerminateProcess` on Windows), ignoring errors:
+/// cleanup for a test that failed half-way, never part of what a test proves.
+#[allow(dead_code)]
+pub fn kill_pid(pid: u32) {
+    #[cfg(unix)]
+    {
+        if let Ok(p) = libc::pid_t::try_from(pid) {
+            if p > 0 {
+                // SAFETY: kill(2) with a positive pid targets exactly that process.
+                unsafe {
+                    libc::kill(p, libc::SIGKILL);
+                }
+            }
+        }
+    }
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::Foundation::CloseHandle;
+        use windows_sys::Win32::System::Threading::{
+            OpenProcess, TerminateProcess, PROCESS_TERMINATE,
+        };
+        // SAFETY: plain values in; a non-null handle is valid, used once and closed once.
+        unsafe {
+            let h = OpenProcess(PROCESS_TERMINATE, 0, pid);
+            if !h.is_null() {
+                TerminateProcess(h, 1);
+                CloseHandle(h);
+            }
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
+    let _ = pid;
 }
 
 /// Waits up to `d` for every pid to be dead (see [`pid_alive`]); panics naming the survivors.

@@ -42,6 +42,13 @@
 //! no other signals, so [`Container::signal`] refuses everything but `Signal::Kill`, and
 //! [`Container::graceful_stop`] is not wired yet (see there).
 //!
+//! Exit code 1 is what the OS records (and what any other observer of the process sees), but
+//! a kill of ours is reported to our caller as it is on POSIX: no exit code. [`Child::wait`]
+//! turns exit code 1 into "killed" (`code: None`) when this child was killed through
+//! [`Child::start_kill`] or its container was terminated before the exit was observed. The
+//! one ambiguity is a child that exits with 1 by itself at the very moment its container is
+//! terminated: it is reported as killed, which it was about to be anyway.
+//!
 //! # Limits
 //! `memory_max` is `JOB_OBJECT_LIMIT_JOB_MEMORY`: committed (private) memory of the whole tree;
 //! an allocation past it fails inside the process (it is not killed as by a cgroup OOM).
@@ -58,6 +65,8 @@ mod tests;
 
 use std::collections::HashSet;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{HANDLE, WAIT_OBJECT_0};
@@ -82,6 +91,9 @@ const FREEZE_PASSES: usize = 8;
 #[derive(Debug)]
 pub(crate) struct Container {
     job: Job,
+    /// Set (for good) before the first `TerminateJobObject`; shared with every [`Child`]
+    /// spawned here, so a member that ends with the kill's exit code is reported as killed.
+    terminated: Arc<AtomicBool>,
 }
 
 impl Container {
@@ -90,6 +102,7 @@ impl Container {
     pub(crate) fn create(opts: &ContainerOptions) -> Result<Container, CreateError> {
         Ok(Container {
             job: Job::create(opts)?,
+            terminated: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -102,7 +115,9 @@ impl Container {
     /// `uid`, `gid` and `setsid` fail with `ErrorKind::Unsupported`. Must be called inside a
     /// tokio runtime.
     pub(crate) fn spawn(&self, req: SpawnRequest) -> io::Result<super::Child> {
-        spawn::spawn(&self.job, req)
+        let mut child = spawn::spawn(&self.job, req)?;
+        child.inner.job_terminated = Some(Arc::clone(&self.terminated));
+        Ok(child)
     }
 
     /// Spawns a caller-built std command inside the job (the `ProcessGroup::spawn` escape
@@ -119,6 +134,7 @@ impl Container {
     /// Terminates every member at once with exit code 1 (`TerminateJobObject`). Idempotent: an
     /// empty job terminates successfully.
     pub(crate) fn kill_all(&self) -> io::Result<()> {
+        self.terminated.store(true, Ordering::SeqCst);
         self.job.terminate(KILLED_EXIT_CODE)
     }
 
@@ -310,47 +326,82 @@ impl Drop for Container {
     /// close alone would kill too (`JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`); terminating first
     /// makes the kill explicit and immediate. Windows has no zombies, so nothing is left to reap.
     fn drop(&mut self) {
-        let _ = self.job.terminate(KILLED_EXIT_CODE);
+        let _ = self.kill_all();
         // `self.job` drops next and closes the handle.
     }
 }
 
-/// The OS half of a spawned direct child: tokio's process handle.
+/// The OS half of a spawned direct child: tokio's process handle, and what it needs to tell
+/// a kill of ours from an exit with code 1.
 #[derive(Debug)]
 pub(crate) struct Child {
     child: tokio::process::Child,
+    /// [`start_kill`](Self::start_kill) was called.
+    killed: bool,
+    /// The container's "terminated" flag (set by [`Container::spawn`]).
+    job_terminated: Option<Arc<AtomicBool>>,
 }
 
 impl Child {
+    fn new(child: tokio::process::Child) -> Child {
+        Child {
+            child,
+            killed: false,
+            job_terminated: None,
+        }
+    }
+
     /// Waits for the child to exit. Cancel safe: tokio keeps the state across dropped futures.
+    ///
+    /// Exit code 1 after a kill of ours (this child's [`start_kill`](Self::start_kill), or
+    /// its container terminated) is reported as killed: `code: None` (see the module docs).
     pub(crate) async fn wait(&mut self) -> io::Result<ExitInfo> {
-        Ok(exit_info(self.child.wait().await?))
+        let status = self.child.wait().await?;
+        Ok(self.exit_info(status))
     }
 
     /// The exit status if the child has exited, without blocking (tests only).
     #[cfg(test)]
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitInfo>> {
-        Ok(self.child.try_wait()?.map(exit_info))
+        let status = self.child.try_wait()?;
+        Ok(status.map(|s| self.exit_info(s)))
     }
 
-    /// `TerminateProcess` on the direct child only, exit code 1. A child that already exited
-    /// is not an error.
+    fn exit_info(&self, status: std::process::ExitStatus) -> ExitInfo {
+        let killed_by_us = self.killed
+            || self
+                .job_terminated
+                .as_ref()
+                .is_some_and(|t| t.load(Ordering::SeqCst));
+        // Windows exit codes are u32; std reinterprets them as i32 and always has one.
+        let code = status.code();
+        if killed_by_us && code == Some(KILLED_EXIT_CODE as i32) {
+            ExitInfo {
+                code: None,
+                signal: None,
+            }
+        } else {
+            ExitInfo { code, signal: None }
+        }
+    }
+
+    /// `TerminateProcess` on the direct child only, exit code 1 (reported as killed by
+    /// [`wait`](Self::wait)). A child that already exited is not an error.
     pub(crate) fn start_kill(&mut self) -> io::Result<()> {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            // It exited by itself (tokio keeps the status for `wait`): not killed by us.
+            return Ok(());
+        }
         match self.child.start_kill() {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.killed = true;
+                Ok(())
+            }
             Err(e) => match self.child.try_wait() {
                 Ok(Some(_)) => Ok(()),
                 _ => Err(e),
             },
         }
-    }
-}
-
-fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
-    ExitInfo {
-        // Windows exit codes are u32; std reinterprets them as i32 and always has one.
-        code: status.code(),
-        signal: None,
     }
 }
 

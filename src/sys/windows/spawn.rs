@@ -83,7 +83,7 @@ pub(crate) fn spawn(job: &Job, req: SpawnRequest) -> io::Result<crate::sys::Chil
         stdin,
         stdout,
         stderr,
-        inner: Child { child },
+        inner: Child::new(child),
     })
 }
 
@@ -112,8 +112,10 @@ pub(crate) fn spawn_std(
 /// Assigns the freshly created, suspended process behind `handle` to `job`, then resumes it.
 /// The handle from `CreateProcessW` has `PROCESS_ALL_ACCESS`, enough for both calls.
 fn contain(job: &Job, handle: HANDLE) -> io::Result<()> {
-    job.assign(handle)?;
-    process::resume(handle)
+    let step = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    job.assign(handle)
+        .map_err(|e| step("putting the new process in the Job Object", e))?;
+    process::resume(handle).map_err(|e| step("resuming the new process", e))
 }
 
 fn to_stdio(stdio: ChildStdio) -> Stdio {
