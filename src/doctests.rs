@@ -51,3 +51,11 @@ pub struct SupervisionGuide;
 #[doc = include_str!("../docs/testing.md")]
 #[cfg(unix)]
 pub struct TestingGuide;
+
+#[doc = include_str!("../docs/platform-support.md")]
+#[cfg(unix)]
+pub struct PlatformSupportGuide;
+
+#[doc = include_str!("../docs/performance.md")]
+#[cfg(unix)]
+pub struct PerformanceGuide;
