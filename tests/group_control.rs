@@ -70,14 +70,7 @@ async fn signal_kill_takes_the_whole_tree() {
         ]))
         .await
         .unwrap();
-    let kids: Vec<u32> = (0..2)
-        .map(|i| {
-            read_pid_file(
-                &dir.path().join(format!("{i}.pid")),
-                Duration::from_secs(10),
-            )
-        })
-        .collect();
+    let kids: Vec<u32> = read_tree_pids(dir.path(), 2);
     group.signal(Signal::Kill).unwrap();
     assert_eq!(rp.wait().await.unwrap(), None);
     if group.mechanism() != Mechanism::ProcessGroup {
@@ -147,14 +140,7 @@ async fn members_sees_the_whole_tree() {
         ]))
         .await
         .unwrap();
-    let mut expected: Vec<u32> = (0..2)
-        .map(|i| {
-            read_pid_file(
-                &dir.path().join(format!("{i}.pid")),
-                Duration::from_secs(10),
-            )
-        })
-        .collect();
+    let mut expected: Vec<u32> = read_tree_pids(dir.path(), 2);
     expected.push(rp.pid());
     expected.sort_unstable();
     let mut members = group.members().unwrap();

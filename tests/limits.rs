@@ -299,14 +299,7 @@ async fn all_limits_together_and_nothing_left_behind() {
         ]))
         .await
         .unwrap();
-    let kids: Vec<u32> = (0..2)
-        .map(|i| {
-            read_pid_file(
-                &dir.path().join(format!("{i}.pid")),
-                Duration::from_secs(10),
-            )
-        })
-        .collect();
+    let kids: Vec<u32> = read_tree_pids(dir.path(), 2);
     let dirs = cgroup_dirs_of(rp.pid());
     if cfg!(target_os = "linux") {
         // One v2 cgroup plus, on a hybrid host, the v1 memory/pids/cpu companions.

@@ -432,3 +432,12 @@ pub fn remove_cgroups_of(pid: u32) {
     #[cfg(not(target_os = "linux"))]
     let _ = pid;
 }
+
+/// The pids a `pk-child tree N DIR` wrote (`DIR/0.pid` .. `DIR/{N-1}.pid`), waiting up to 10 s
+/// for each.
+#[allow(dead_code)]
+pub fn read_tree_pids(dir: &Path, n: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| read_pid_file(&dir.join(format!("{i}.pid")), Duration::from_secs(10)))
+        .collect()
+}
