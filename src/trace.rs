@@ -56,28 +56,29 @@ pub(crate) fn outcome(exit: &ExitInfo, flags: &RunFlags) -> String {
 #[inline]
 pub(crate) fn exit(program: &str, pid: u32, duration: Duration, exit: &ExitInfo, flags: &RunFlags) {
     #[cfg(feature = "tracing")]
-    tracing::debug!(
-        target: TARGET,
-        event = "exit",
-        program,
-        pid,
-        duration_ms = ms(duration),
-        outcome = %outcome(exit, flags),
-        "processkit: exit"
-    );
+    exit_event(program, pid, duration, &outcome(exit, flags));
+    #[cfg(not(feature = "tracing"))]
+    let _ = (program, pid, duration, exit, flags);
 }
 
 /// Waiting for the child failed (the OS wait returned an error).
 #[inline]
 pub(crate) fn exit_failed(program: &str, pid: u32, duration: Duration) {
     #[cfg(feature = "tracing")]
+    exit_event(program, pid, duration, "wait failed");
+    #[cfg(not(feature = "tracing"))]
+    let _ = (program, pid, duration);
+}
+
+#[cfg(feature = "tracing")]
+fn exit_event(program: &str, pid: u32, duration: Duration, outcome: &str) {
     tracing::debug!(
         target: TARGET,
         event = "exit",
         program,
         pid,
         duration_ms = ms(duration),
-        outcome = %"wait failed",
+        outcome = %outcome,
         "processkit: exit"
     );
 }
