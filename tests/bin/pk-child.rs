@@ -806,7 +806,19 @@ impl Ctx {
             "sleep-forever".as_ref(),
         ];
         let mut cmd = self_command(mode, &args).map_err(|e| io_fail("spawn: current_exe", e))?;
-        cmd.spawn().map_err(|e| io_fail("spawn", e))
+        // Wine's CreateProcessW now and then fails with ERROR_INTERNAL_ERROR (1359) on a
+        // loaded machine; Windows does not. A few retries keep the tree shapes the tests ask
+        // for; every other error is reported at once.
+        let mut tries = 0;
+        loop {
+            match cmd.spawn() {
+                Err(e) if cfg!(windows) && e.raw_os_error() == Some(1359) && tries < 5 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20)); // retry backoff
+                }
+                r => return r.map_err(|e| io_fail("spawn", e)),
+            }
+        }
     }
 
     /// Waits until every file exists; a child that exits first, or the deadline, is an error.
