@@ -782,6 +782,54 @@ mod cancellation {
         assert_eq!(rp.wait().await.unwrap(), None);
     }
 
+    /// The deadline fired and the run is inside its (long) grace: the child got SIGTERM and
+    /// keeps running. A cancel then ends the grace at once: the tree is hard-killed and the run
+    /// reports `Cancelled`, not the timeout, without waiting out the grace.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn cancelling_inside_the_timeout_grace_kills_at_once() {
+        let dir = tempdir();
+        let termed = dir.path().join("termed");
+        let me = dir.path().join("child.pid");
+        let gc = dir.path().join("gc.pid");
+        let token = CancellationToken::new();
+        // `mark-term` comes first, so a SIGTERM at any later point is noted, never fatal.
+        let cmd = child(&[
+            "mark-term",
+            s(&termed),
+            ";",
+            "spawn",
+            "bg",
+            s(&gc),
+            ";",
+            "pidfile",
+            s(&me),
+            ";",
+            "sleep-forever",
+        ])
+        .timeout(ROOMY)
+        .timeout_grace(Duration::from_secs(3600))
+        .cancel_on(token.clone());
+        let run = tokio::spawn(async move { cmd.output_string().await });
+        assert!(
+            wait_until_async(SETTLE + ROOMY, || termed.exists()).await,
+            "the deadline's SIGTERM (the start of the grace) never reached the child"
+        );
+        let pids = [read_pid_file(&me, SETTLE), read_pid_file(&gc, SETTLE)];
+        assert!(
+            pid_alive(pids[0]),
+            "mark-term keeps the child alive in the grace"
+        );
+        token.cancel();
+        // A hang guard, not a speed check: without the cancel the grace would last an hour.
+        let r = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the cancel did not end the grace")
+            .unwrap();
+        assert!(is_cancelled(&r), "{r:?}");
+        assert_dead_within(&pids, SETTLE);
+    }
+
     #[tokio::test]
     async fn cancelling_in_a_shared_group_kills_only_that_child() {
         let dir = tempdir();

@@ -32,6 +32,7 @@
 //! | `forkstorm N` | try to start N `quiet` `sleep-forever` children; print `spawned={k} failed={N-k}` |
 //! | `ignore-term` | Unix: SIGTERM := SIG_IGN |
 //! | `trap-term PATH` | Unix: on SIGTERM, write `term` to PATH and exit 0 (noticed within 5 ms while sleeping/blocking) |
+//! | `mark-term PATH` | Unix: like `trap-term`, but keeps running after writing PATH (only SIGKILL ends it) |
 //! | `trap-hup PATH` | Unix: on each SIGHUP append a line `hup` to PATH |
 //! | `tick PATH MS` | forever: write 1, 2, 3, ... to PATH (atomically), one every MS ms |
 //! | `spin MS` | busy-loop for MS ms of wall time (0: forever) |
@@ -138,6 +139,7 @@ enum Action {
     Forkstorm(usize),
     IgnoreTerm,
     TrapTerm(PathBuf),
+    MarkTerm(PathBuf),
     TrapHup(PathBuf),
     Tick(PathBuf, u64),
     Spin(u64),
@@ -317,6 +319,10 @@ fn parse_action(seg: &[OsString]) -> R<Action> {
             arity(1, 1)?;
             Action::TrapTerm(path(0))
         }
+        "mark-term" => {
+            arity(1, 1)?;
+            Action::MarkTerm(path(0))
+        }
         "trap-hup" => {
             arity(1, 1)?;
             Action::TrapHup(path(0))
@@ -436,6 +442,8 @@ fn os_bytes(s: &OsStr) -> Cow<'_, [u8]> {
 struct Ctx {
     out: BufWriter<io::StdoutLock<'static>>,
     term_path: Option<PathBuf>,
+    /// `mark-term`: keep running after writing `term_path`.
+    term_stays: bool,
     hup_path: Option<PathBuf>,
     hup_seen: usize,
     /// Memory of `alloc`, kept until exit.
@@ -473,7 +481,9 @@ impl Ctx {
                     e,
                 ));
             }
-            process::exit(0);
+            if !self.term_stays {
+                process::exit(0);
+            }
         }
         if let Some(path) = &self.hup_path {
             let n = HUP.load(Ordering::SeqCst);
@@ -573,8 +583,14 @@ impl Ctx {
             Action::Forkstorm(n) => self.forkstorm(n)?,
             Action::IgnoreTerm => sig::ignore_term(),
             Action::TrapTerm(path) => {
+                self.term_stays = false;
                 self.term_path = Some(path);
                 sig::trap_term().map_err(|e| io_fail("trap-term: sigaction", e))?;
+            }
+            Action::MarkTerm(path) => {
+                self.term_stays = true;
+                self.term_path = Some(path);
+                sig::trap_term().map_err(|e| io_fail("mark-term: sigaction", e))?;
             }
             Action::TrapHup(path) => {
                 if self.hup_path.is_none() {
@@ -1156,6 +1172,7 @@ fn main() {
     let mut ctx = Ctx {
         out: BufWriter::with_capacity(CHUNK, io::stdout().lock()),
         term_path: None,
+        term_stays: false,
         hup_path: None,
         hup_seen: 0,
         kept: Vec::new(),
