@@ -12,8 +12,8 @@ use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
 };
 use windows_sys::Win32::System::Threading::{
-    OpenThread, ResumeThread, SuspendThread, CREATE_NO_WINDOW, CREATE_SUSPENDED,
-    THREAD_SUSPEND_RESUME,
+    OpenThread, QueryFullProcessImageNameW, ResumeThread, SuspendThread, CREATE_NO_WINDOW,
+    CREATE_SUSPENDED, PROCESS_NAME_WIN32, THREAD_SUSPEND_RESUME,
 };
 
 use super::job::{cpu_rate, Handle};
@@ -68,6 +68,38 @@ fn alive(pid: u32) -> bool {
         Ok(h) => !has_exited(h.raw()),
         Err(_) => false,
     }
+}
+
+/// The lower-cased file name of `pid`'s image (`ping.exe`), if it can be read.
+fn image_name(pid: u32) -> Option<String> {
+    let h = process::open(pid, PROCESS_QUERY_LIMITED_INFORMATION).ok()?;
+    let mut buf = [0u16; 1024];
+    let mut len = buf.len() as u32;
+    // SAFETY: a valid process handle, a writable buffer of `len` UTF-16 units.
+    let ok = unsafe {
+        QueryFullProcessImageNameW(h.raw(), PROCESS_NAME_WIN32, buf.as_mut_ptr(), &mut len)
+    };
+    if ok == 0 {
+        return None;
+    }
+    let path = String::from_utf16_lossy(&buf[..len as usize]);
+    let name = path.rsplit(['\\', '/']).next().unwrap_or(&path);
+    Some(name.to_ascii_lowercase())
+}
+
+/// Waits until `pinger`'s grandchild `ping.exe` is a member of `c` and running: not just any
+/// second member (under Wine a console host can be one before ping starts, and it goes away
+/// with `cmd`), and past its creation (a new process's first thread is briefly suspended).
+async fn ping_joined(c: &Container) {
+    eventually("the grandchild ping joins the job and runs", || {
+        c.members().unwrap().iter().any(|&p| {
+            image_name(p).as_deref() == Some("ping.exe") && {
+                let counts = suspend_counts(p);
+                !counts.is_empty() && counts.iter().all(|&n| n == 0)
+            }
+        })
+    })
+    .await;
 }
 
 /// The suspend count of every thread of `pid` (read by suspending and resuming each once).
@@ -130,10 +162,7 @@ async fn spawned_tree_is_contained_and_dies_with_the_container() {
     assert!(child.pid != 0);
     assert!(c.members().unwrap().contains(&child.pid));
     assert!(!c.is_empty().unwrap());
-    eventually("the grandchild ping joins the job", || {
-        c.members().unwrap().len() >= 2
-    })
-    .await;
+    ping_joined(&c).await;
     let tree = c.members().unwrap();
     assert!(child.try_wait().unwrap().is_none());
 
@@ -229,10 +258,7 @@ async fn env_cwd_and_stdin() {
 async fn kill_all_is_idempotent_and_counts_stay() {
     let c = container();
     let mut child = c.spawn(pinger(60)).unwrap();
-    eventually("the grandchild ping joins the job", || {
-        c.members().unwrap().len() >= 2
-    })
-    .await;
+    ping_joined(&c).await;
     let stats = c.stats().unwrap();
     assert!(stats.active_process_count >= 2, "{stats:?}");
     assert!(stats.total_process_count.unwrap() >= 2, "{stats:?}");
@@ -260,10 +286,7 @@ async fn kill_all_is_idempotent_and_counts_stay() {
 async fn start_kill_hits_the_direct_child_only() {
     let c = container();
     let mut child = c.spawn(pinger(60)).unwrap();
-    eventually("the grandchild ping joins the job", || {
-        c.members().unwrap().len() >= 2
-    })
-    .await;
+    ping_joined(&c).await;
     child.start_kill().unwrap();
     assert_eq!(within(child.wait()).await.unwrap().code, None);
     // The grandchild is still a member until the container goes.
@@ -420,17 +443,13 @@ async fn adopt_refuses_dead_missing_and_self() {
 async fn freeze_and_thaw_move_every_thread_suspend_count() {
     let c = container();
     let mut child = c.spawn(pinger(60)).unwrap();
-    eventually("the grandchild ping joins the job", || {
-        c.members().unwrap().len() >= 2
+    ping_joined(&c).await;
+    let tree = c.members().unwrap();
+    eventually("every member runs (none still starting)", || {
+        tree.iter()
+            .all(|&pid| suspend_counts(pid).iter().all(|&n| n == 0))
     })
     .await;
-    let tree = c.members().unwrap();
-    for &pid in &tree {
-        assert!(
-            suspend_counts(pid).iter().all(|&n| n == 0),
-            "running at start"
-        );
-    }
     c.freeze().unwrap();
     for &pid in &tree {
         let counts = suspend_counts(pid);
