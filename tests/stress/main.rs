@@ -57,26 +57,11 @@ async fn many_short_runs_leak_nothing() {
         tasks.push(tokio::spawn(async move {
             for i in 0..runs / width {
                 let want = format!("{t}.{i}");
-                let mut wine_retries = 0;
-                let r = loop {
-                    match Command::new(pk_child())
-                        .args(["print", &want])
-                        .output_string()
-                        .await
-                    {
-                        // Wine's CreateProcessW now and then fails with ERROR_INTERNAL_ERROR
-                        // (1359) when the machine is loaded; Windows does not. Retried a few
-                        // times there only, so the test still measures our leaks, not Wine's.
-                        Err(processkit::Error::Spawn { source, .. })
-                            if under_wine()
-                                && source.raw_os_error() == Some(1359)
-                                && wine_retries < 5 =>
-                        {
-                            wine_retries += 1;
-                        }
-                        other => break other.unwrap(),
-                    }
-                };
+                let r = Command::new(pk_child())
+                    .args(["print", &want])
+                    .output_string()
+                    .await
+                    .unwrap();
                 assert_eq!(r.stdout().trim(), want);
             }
         }));

@@ -62,7 +62,8 @@ pub(crate) fn spawn(job: &Job, req: SpawnRequest) -> io::Result<crate::sys::Chil
     }
     std_cmd.creation_flags(flags);
 
-    let mut child = tokio::process::Command::from(std_cmd).spawn()?;
+    let mut cmd = tokio::process::Command::from(std_cmd);
+    let mut child = retry_internal_error(|| cmd.spawn())?;
     // Some until the child has been waited on, which cannot have happened yet.
     let handle = child
         .raw_handle()
@@ -98,7 +99,7 @@ pub(crate) fn spawn_std(
     cmd: &mut std::process::Command,
 ) -> io::Result<std::process::Child> {
     cmd.creation_flags(CREATE_SUSPENDED);
-    let spawned = cmd.spawn();
+    let spawned = retry_internal_error(|| cmd.spawn());
     cmd.creation_flags(0);
     let mut child = spawned?;
     if let Err(err) = contain(job, child.as_raw_handle()) {
@@ -107,6 +108,28 @@ pub(crate) fn spawn_std(
         return Err(err);
     }
     Ok(child)
+}
+
+/// `ERROR_INTERNAL_ERROR`: what Wine's `CreateProcessW` now and then returns on a loaded
+/// machine, with no process created.
+const ERROR_INTERNAL_ERROR: i32 = 1359;
+
+/// Runs `create` again, a bounded number of times, while it fails with
+/// `ERROR_INTERNAL_ERROR`. No process exists after such a failure, so a retry cannot
+/// duplicate one; every other error, and the last internal error, is returned as it is.
+pub(super) fn retry_internal_error<T>(mut create: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    const ATTEMPTS: u32 = 4;
+    let mut attempt = 1;
+    loop {
+        match create() {
+            Err(e) if e.raw_os_error() == Some(ERROR_INTERNAL_ERROR) && attempt < ATTEMPTS => {
+                attempt += 1;
+                // Back off a little: the failure comes from a busy machine.
+                std::thread::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Assigns the freshly created, suspended process behind `handle` to `job`, then resumes it.

@@ -595,3 +595,34 @@ async fn spawn_std_contains_the_escape_hatch_child() {
     c.spawn_std(&mut again).unwrap().wait().unwrap();
     assert_eq!(again.status().unwrap().code(), Some(4));
 }
+
+#[test]
+fn create_retries_only_the_transient_internal_error() {
+    let internal = || io::Error::from_raw_os_error(1359);
+    let mut calls = 0;
+    let r = spawn::retry_internal_error(|| {
+        calls += 1;
+        if calls < 3 {
+            Err(internal())
+        } else {
+            Ok(calls)
+        }
+    });
+    assert_eq!(r.unwrap(), 3, "succeeds on the third attempt");
+
+    let mut calls = 0;
+    let r: io::Result<()> = spawn::retry_internal_error(|| {
+        calls += 1;
+        Err(internal())
+    });
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(1359));
+    assert_eq!(calls, 4, "bounded: four attempts, then the error");
+
+    let mut calls = 0;
+    let r: io::Result<()> = spawn::retry_internal_error(|| {
+        calls += 1;
+        Err(io::Error::from_raw_os_error(2))
+    });
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(2));
+    assert_eq!(calls, 1, "any other error is reported at once");
+}
