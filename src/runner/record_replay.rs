@@ -227,6 +227,9 @@ impl Cassette {
     }
 
     /// The cassette as pretty-printed JSON (what [`RecordReplayRunner::save`] writes).
+    ///
+    /// # Panics
+    /// Never: every field is a string, a number or a list of them, which JSON always encodes.
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(&FileOut {
             version: FORMAT_VERSION,

@@ -320,7 +320,7 @@ const MAX_SIG: usize = 64;
 /// calls, never allocate, touch thread-locals, unwind or return into Rust frames of the parent.
 /// `ctx` must point at a live [`ChildCtx`].
 unsafe fn child_steps(ctx: &ChildCtx) -> libc::c_int {
-    // SAFETY (whole function): only raw system calls on values prepared by the parent; the
+    // SAFETY: (the whole body) only raw system calls on values prepared by the parent; the
     // slices are built from pointer/length pairs the parent keeps alive across the clone.
     unsafe {
         for (target, &src) in ctx.dups.iter().enumerate() {
