@@ -749,10 +749,7 @@ impl RunningPipeline {
                     p.wait_done().await;
                 }
             }
-            if let Some(t) = rp.stdin_task.take() {
-                // The stage is gone: a feeder blocked on a full pipe now fails with EPIPE.
-                let _ = t.await;
-            }
+            rp.stop_feeding_stdin().await;
         }
         self.over = true;
         Ok(())

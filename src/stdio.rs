@@ -69,6 +69,11 @@ impl Stdin {
     ///
     /// The stream is consumed by the first run that uses it; a re-run of the same command
     /// (retry, supervision) sees an empty stdin.
+    ///
+    /// The source may stay open and idle (a channel, a file tail): feeding stops, and the
+    /// stream is dropped, as soon as the child exits, is killed, or its handle is dropped, so
+    /// an idle source never holds up a verb, a timeout or a pipeline. Items the child did not
+    /// live to read are dropped with the stream.
     pub fn from_lines<S>(lines: S) -> Stdin
     where
         S: Stream<Item = String> + Send + 'static,

@@ -405,10 +405,7 @@ pub(crate) async fn collect(mut rp: RunningProcess) -> Result<ProcessResult<Vec<
     rp.check_cancelled()?;
     let exit = exit?;
     rp.drain_after_exit().await;
-    if let Some(t) = rp.stdin_task.take() {
-        // The child is gone; a writer blocked on a full pipe now fails with EPIPE.
-        let _ = t.await;
-    }
+    rp.stop_feeding_stdin().await;
     rp.check_cancelled()?;
     let oom_killed = crate::group::stats::run_oom_killed(&rp, &exit);
     let (stdout, stdout_dropped) = rp

@@ -632,3 +632,127 @@ async fn finishing_after_a_probe_discards_the_rest_of_stdout() {
         assert_eq!(code, Some(7));
     }
 }
+
+/// A `Stdin::from_lines` source that stays open and idle (an open channel, a file tail) and
+/// reports, through `held`'s count, whether the run still owns it.
+fn idle_source(held: &Arc<()>) -> Stdin {
+    let held = held.clone();
+    Stdin::from_lines(tokio_stream::pending::<String>().map(move |l| {
+        let _ = &held;
+        l
+    }))
+}
+
+/// Waits until only the test holds `held`: the run has dropped its stdin source.
+async fn assert_source_released(held: &Arc<()>) {
+    assert!(
+        wait_until_async(LIMIT, || Arc::strong_count(held) == 1).await,
+        "the stdin source is still held after the run ended"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_stdin_source_does_not_outlive_the_child() {
+    let held = Arc::new(());
+    let r = bounded(
+        "output_string with an idle stdin source",
+        child(&["print", "hi"])
+            .stdin(idle_source(&held))
+            .output_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.code(), Some(0));
+    assert_eq!(r.stdout(), "hi\n");
+    assert_source_released(&held).await;
+
+    let out = bounded(
+        "run with an idle stdin source",
+        child(&["print", "hi"]).stdin(idle_source(&held)).run(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, "hi");
+    assert_source_released(&held).await;
+}
+
+#[tokio::test]
+async fn an_idle_stdin_source_does_not_hold_up_a_timeout() {
+    let held = Arc::new(());
+    let r = bounded(
+        "a timed-out run with an idle stdin source",
+        child(&["print", "up", ";", "sleep-forever"])
+            .stdin(idle_source(&held))
+            .timeout(Duration::from_millis(300))
+            .output_string(),
+    )
+    .await
+    .unwrap();
+    assert!(r.timed_out());
+    assert_eq!(r.stdout(), "up\n");
+    assert_source_released(&held).await;
+}
+
+#[tokio::test]
+async fn an_idle_stdin_source_does_not_hold_up_a_pipeline() {
+    let held = Arc::new(());
+    let r = bounded(
+        "a pipeline whose first stage has an idle stdin source",
+        child(&["print", "a"])
+            .stdin(idle_source(&held))
+            .pipe(child(&["cat"]))
+            .output_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.code(), Some(0));
+    assert_eq!(r.stdout(), "a\n");
+    assert_source_released(&held).await;
+
+    let r = bounded(
+        "a timed-out pipeline with an idle stdin source",
+        child(&["sleep-forever"])
+            .stdin(idle_source(&held))
+            .pipe(child(&["cat"]))
+            .timeout(Duration::from_millis(300))
+            .output_string(),
+    )
+    .await
+    .unwrap();
+    assert!(r.timed_out());
+    assert_source_released(&held).await;
+}
+
+#[tokio::test]
+async fn dropping_a_started_run_releases_its_stdin_source() {
+    let held = Arc::new(());
+    let run = child(&["sleep-forever"])
+        .stdin(idle_source(&held))
+        .start()
+        .await
+        .unwrap();
+    let pid = run.pid();
+    assert_eq!(
+        Arc::strong_count(&held),
+        2,
+        "the feeder owns the source while running"
+    );
+    drop(run);
+    assert_source_released(&held).await;
+    assert_dead_within(&[pid], LIMIT);
+}
+
+#[tokio::test]
+async fn a_scripted_run_with_an_idle_stdin_source_completes() {
+    use processkit::{ProcessRunnerExt, Reply, ScriptedRunner};
+    let held = Arc::new(());
+    let runner = ScriptedRunner::new().on(["tool"], Reply::ok("done\n"));
+    let out = bounded(
+        "a scripted run with an idle stdin source",
+        runner.run(&Command::new("tool").stdin(idle_source(&held))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, "done");
+    assert_source_released(&held).await;
+}

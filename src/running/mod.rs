@@ -322,6 +322,16 @@ impl RunningProcess {
         Ok((code, stderr))
     }
 
+    /// After exit: ends the task feeding a `Stdin` source. Nobody can read the data any more,
+    /// and a `Stdin::from_lines` stream may never end on its own (an idle channel, a file
+    /// tail), so the task is aborted rather than awaited.
+    pub(crate) async fn stop_feeding_stdin(&mut self) {
+        if let Some(t) = self.stdin_task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
     /// After exit: wait for the pumps to reach end-of-file (the tree is torn down for private
     /// groups, so this is prompt), bounded for shared groups.
     pub(crate) async fn drain_after_exit(&mut self) {
@@ -517,6 +527,10 @@ impl Drop for RunningProcess {
     fn drop(&mut self) {
         if let Some(w) = self.watchdog.take() {
             w.abort();
+        }
+        // A `Stdin::from_lines` source may never end (an open channel): release it.
+        if let Some(t) = self.stdin_task.take() {
+            t.abort();
         }
         if let Some(c) = self.control.take() {
             if self.exit_rx.borrow().is_none() {
