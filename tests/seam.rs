@@ -582,6 +582,33 @@ mod record {
         assert_eq!(run.wait().await.unwrap(), Some(0));
     }
 
+    /// "Is the tool installed?" fallbacks replay as they ran: a missing program is recorded
+    /// and comes back as `Error::NotFound`, for the one-shot verbs and for `start` alike.
+    #[tokio::test]
+    async fn a_missing_program_replays_as_not_found() {
+        let dir = tempdir();
+        let cassette = dir.path().join("missing.json");
+        let missing = dir.path().join("no-such-tool");
+        let cmd = Command::new(&missing).arg("--version");
+        let rec = RecordReplayRunner::record(&cassette, JobRunner::new());
+        assert!(matches!(rec.run(&cmd).await, Err(Error::NotFound { .. })));
+        assert!(matches!(rec.start(&cmd).await, Err(Error::NotFound { .. })));
+        assert_eq!(rec.len(), 2);
+        rec.save().unwrap();
+        let text = std::fs::read_to_string(&cassette).unwrap();
+        assert!(text.contains("\"not_found\": true"), "{text}");
+
+        let replay = RecordReplayRunner::replay(&cassette).unwrap();
+        match replay.output_string(&cmd).await {
+            Err(Error::NotFound { program }) => assert!(program.contains("no-such-tool")),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        assert!(matches!(
+            replay.start(&cmd).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+
     #[tokio::test]
     async fn repeated_invocations_replay_in_order_then_repeat_the_last() {
         let dir = tempdir();

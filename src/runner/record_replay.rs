@@ -25,7 +25,10 @@
 //!
 //! `env` holds only the sorted, de-duplicated **names** of the command's environment overrides:
 //! values never reach the file. Stdout that is not valid UTF-8 is kept exactly in an extra
-//! `stdout_bytes` array (and `stdout` holds its lossy text for reading).
+//! `stdout_bytes` array (and `stdout` holds its lossy text for reading). A program that was not
+//! installed when recording is an entry with `"not_found": true` (and a null `code`), which
+//! replays as [`Error::NotFound`], so "is the tool there?" fallbacks replay faithfully; other
+//! spawn failures are not recorded.
 
 use std::collections::HashMap;
 use std::io::{self, Write as _};
@@ -69,6 +72,9 @@ struct Entry {
     stdout_bytes: Option<Vec<u8>>,
     #[serde(default)]
     stderr: String,
+    /// The program was not installed when recording: replays as [`Error::NotFound`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    not_found: bool,
 }
 
 /// What an invocation is matched on.
@@ -103,13 +109,7 @@ impl Entry {
 
     fn record(cmd: &Command, r: &ProcessResult<Vec<u8>>) -> Entry {
         let key = Key::of(cmd);
-        let mut env: Vec<String> = cmd
-            .env
-            .iter()
-            .map(|(k, _)| k.to_string_lossy().into_owned())
-            .collect();
-        env.sort();
-        env.dedup();
+        let env = Entry::env_names(cmd);
         let (stdout, stdout_bytes) = match std::str::from_utf8(&r.stdout) {
             Ok(s) => (s.to_owned(), None),
             Err(_) => (
@@ -129,10 +129,45 @@ impl Entry {
             stdout,
             stdout_bytes,
             stderr: r.stderr.clone(),
+            not_found: false,
         }
     }
 
+    /// The entry for a run whose program was not installed.
+    fn record_not_found(cmd: &Command) -> Entry {
+        let key = Key::of(cmd);
+        Entry {
+            program: key.program,
+            args: key.args,
+            cwd: key.cwd,
+            has_stdin: key.has_stdin,
+            env: Entry::env_names(cmd),
+            code: None,
+            signal: None,
+            timed_out: false,
+            stdout: String::new(),
+            stdout_bytes: None,
+            stderr: String::new(),
+            not_found: true,
+        }
+    }
+
+    /// The sorted, de-duplicated names of the command's environment overrides (never values).
+    fn env_names(cmd: &Command) -> Vec<String> {
+        let mut env: Vec<String> = cmd
+            .env
+            .iter()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        env.sort();
+        env.dedup();
+        env
+    }
+
     fn reply(&self) -> Reply {
+        if self.not_found {
+            return Reply::not_found();
+        }
         let stdout = match &self.stdout_bytes {
             Some(b) => b.clone(),
             None => self.stdout.clone().into_bytes(),
@@ -396,9 +431,14 @@ impl RecordReplayRunner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn remember(&self, cmd: &Command, r: &ProcessResult<Vec<u8>>) {
+    fn remember(&self, cmd: &Command, r: &Result<ProcessResult<Vec<u8>>>) {
+        let entry = match r {
+            Ok(res) => Entry::record(cmd, res),
+            Err(Error::NotFound { .. }) => Entry::record_not_found(cmd),
+            Err(_) => return,
+        };
         let mut st = self.lock();
-        st.cassette.entries.push(Entry::record(cmd, r));
+        st.cassette.entries.push(entry);
         st.dirty = true;
     }
 
@@ -448,9 +488,7 @@ impl ProcessRunner for RecordReplayRunner {
             match &self.mode {
                 Mode::Record(inner) => {
                     let r = inner.output_bytes(cmd).await;
-                    if let Ok(res) = &r {
-                        self.remember(cmd, res);
-                    }
+                    self.remember(cmd, &r);
                     r
                 }
                 Mode::Replay => self.lookup(cmd)?.play_output(cmd).await,
@@ -462,10 +500,9 @@ impl ProcessRunner for RecordReplayRunner {
         Box::pin(async move {
             match &self.mode {
                 Mode::Record(inner) => {
-                    let res = inner.output_bytes(cmd).await?;
-                    self.remember(cmd, &res);
-                    let entry = Entry::record(cmd, &res);
-                    entry.reply().start(cmd)
+                    let r = inner.output_bytes(cmd).await;
+                    self.remember(cmd, &r);
+                    Entry::record(cmd, &r?).reply().start(cmd)
                 }
                 Mode::Replay => self.lookup(cmd)?.start(cmd),
             }
