@@ -206,7 +206,10 @@ impl Command {
     }
 
     /// Returns the first stdout line satisfying `pred` (the run is killed once it is found), or
-    /// `None` when stdout closes without a match.
+    /// `None` when stdout closes without a match. The answer does not wait for the exit: a
+    /// child that closes stdout and keeps running gets `None` at once, and is killed with its
+    /// tree. The exit code is not inspected; use [`output_string`](Self::output_string) when
+    /// it matters.
     ///
     /// # Errors
     /// Spawn errors, [`Error::Timeout`], [`Error::Cancelled`].

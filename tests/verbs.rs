@@ -94,6 +94,32 @@ async fn first_line_match_and_no_match() {
     assert_eq!(none, None);
 }
 
+/// "`None` when stdout closes": a child that closes stdout and keeps running answers at once,
+/// and the verb, done with it, ends it.
+#[tokio::test]
+async fn first_line_answers_none_when_stdout_closes_before_the_exit() {
+    let dir = tempdir();
+    let pidfile = dir.path().join("child.pid");
+    let cmd = child(&[
+        "pidfile",
+        pidfile.to_str().unwrap(),
+        ";",
+        "print",
+        "a",
+        ";",
+        "close-stdout",
+        ";",
+        "sleep-forever",
+    ]);
+    let none = tokio::time::timeout(Duration::from_secs(20), cmd.first_line(|l| l == "zzz"))
+        .await
+        .expect("first_line waited for the exit instead of the end of stdout")
+        .unwrap();
+    assert_eq!(none, None);
+    let pid = read_pid_file(&pidfile, Duration::from_secs(10));
+    assert_dead_within(&[pid], Duration::from_secs(10));
+}
+
 #[tokio::test]
 async fn stdin_from_string() {
     let out = child(&["cat"])

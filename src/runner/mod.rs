@@ -275,7 +275,8 @@ pub trait ProcessRunnerExt: ProcessRunner {
     }
 
     /// Starts `cmd` and returns the first stdout line satisfying `pred`, killing the run once it
-    /// is found; `None` when stdout closes without a match.
+    /// is found; `None` as soon as stdout closes without a match (without waiting for the exit:
+    /// a child still running then is killed).
     ///
     /// # Errors
     /// Spawn errors; [`Error::Timeout`] when the command's timeout ends the search;
@@ -305,12 +306,15 @@ pub trait ProcessRunnerExt: ProcessRunner {
                 }
             }
             drop(lines);
-            // Stdout closed without a match: the child exited, or was killed by its timeout or
-            // its token. Cancellation wins over everything else.
-            let exit = rp.wait_exit().await;
+            // Stdout closed without a match. The watchdog raises its flag before it kills, so
+            // a close caused by the timeout or the token is known now; otherwise the child
+            // closed its stdout (and may still be running: dropping `rp` ends it), which is
+            // the `None` answer without waiting for an exit. Cancellation wins over the rest.
             rp.check_cancelled()?;
-            exit?;
             if rp.flags.timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+                let exit = rp.wait_exit().await;
+                rp.check_cancelled()?;
+                exit?;
                 rp.drain_after_exit().await;
                 let stderr = rp
                     .stderr

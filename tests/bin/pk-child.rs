@@ -27,6 +27,7 @@
 //! | `echo-stdin` | for each stdin line print `got: {line}`; at EOF print `eof` |
 //! | `count-stdin` | read stdin to EOF, print `stdin-bytes={n}` |
 //! | `close-stdin` | close fd 0 / the stdin handle |
+//! | `close-stdout` | flush, then close fd 1 / the stdout handle (the process keeps running) |
 //! | `spawn MODE PIDFILE` | start a copy of this binary running `pidfile PIDFILE ; sleep-forever`, wait (10 s at most) until PIDFILE exists, and go on without waiting for it. MODE: `bg` (inherits stdio), `quiet` (null stdio), `setsid` (Unix: new session, inherits stdio), `setsid-quiet` (both), `daemon` (double fork: an intermediate copy runs `spawn setsid-quiet PIDFILE ; exit 0` and is reaped) |
 //! | `tree N DIR` | N `quiet` grandchildren writing `DIR/0.pid` .. `DIR/{N-1}.pid`; waits for all files |
 //! | `forkstorm N` | try to start N `quiet` `sleep-forever` children; print `spawned={k} failed={N-k}` |
@@ -134,6 +135,7 @@ enum Action {
     EchoStdin,
     CountStdin,
     CloseStdin,
+    CloseStdout,
     Spawn(Mode, PathBuf),
     Tree(usize, PathBuf),
     Forkstorm(usize),
@@ -284,6 +286,10 @@ fn parse_action(seg: &[OsString]) -> R<Action> {
         "close-stdin" => {
             arity(0, 0)?;
             Action::CloseStdin
+        }
+        "close-stdout" => {
+            arity(0, 0)?;
+            Action::CloseStdout
         }
         "spawn" => {
             arity(2, 2)?;
@@ -577,7 +583,11 @@ impl Ctx {
                 }
                 self.line(&format!("stdin-bytes={total}"))?;
             }
-            Action::CloseStdin => close_stdin(),
+            Action::CloseStdin => close_std(Std::In),
+            Action::CloseStdout => {
+                self.flush()?;
+                close_std(Std::Out);
+            }
             Action::Spawn(mode, pidfile) => self.spawn(mode, &pidfile)?,
             Action::Tree(n, dir) => self.tree(n, &dir)?,
             Action::Forkstorm(n) => self.forkstorm(n)?,
@@ -1057,28 +1067,44 @@ fn self_command(mode: Mode, args: &[&OsStr]) -> io::Result<Command> {
     Ok(cmd)
 }
 
+/// Which standard stream `close_std` closes.
+#[derive(Clone, Copy)]
+enum Std {
+    In,
+    Out,
+}
+
 #[cfg(unix)]
-fn close_stdin() {
-    // SAFETY: fd 0 is not owned by anything else here; later stdin reads see EBADF, which std
-    // reports as EOF.
+fn close_std(which: Std) {
+    let fd = match which {
+        Std::In => 0,
+        Std::Out => 1,
+    };
+    // SAFETY: fd 0 / 1 is not owned by anything else here; later stdin reads see EBADF, which
+    // std reports as EOF (stdout is flushed first and not written again).
     unsafe {
-        libc::close(0);
+        libc::close(fd);
     }
 }
 
 #[cfg(windows)]
-fn close_stdin() {
+fn close_std(which: Std) {
     use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
     #[link(name = "kernel32")]
     extern "system" {
         fn SetStdHandle(std_handle: u32, handle: RawHandle) -> i32;
     }
     const STD_INPUT_HANDLE: u32 = -10i32 as u32;
-    let h = io::stdin().as_raw_handle();
-    // SAFETY: the process's stdin slot is cleared first, so std sees no handle (and reports EOF)
-    // instead of a stale value that a later open could reuse; then the handle is closed.
+    const STD_OUTPUT_HANDLE: u32 = -11i32 as u32;
+    let (slot, h) = match which {
+        Std::In => (STD_INPUT_HANDLE, io::stdin().as_raw_handle()),
+        Std::Out => (STD_OUTPUT_HANDLE, io::stdout().as_raw_handle()),
+    };
+    // SAFETY: the process's slot is cleared first, so std sees no handle (EOF for stdin, writes
+    // discarded for stdout) instead of a stale value that a later open could reuse; then the
+    // handle is closed.
     unsafe {
-        SetStdHandle(STD_INPUT_HANDLE, std::ptr::null_mut());
+        SetStdHandle(slot, std::ptr::null_mut());
         if !h.is_null() && h as isize != -1 {
             drop(OwnedHandle::from_raw_handle(h));
         }
@@ -1086,7 +1112,7 @@ fn close_stdin() {
 }
 
 #[cfg(not(any(unix, windows)))]
-fn close_stdin() {}
+fn close_std(_: Std) {}
 
 #[cfg(unix)]
 mod sig {
