@@ -135,10 +135,12 @@ pub(crate) fn start_with(
         _ => None,
     };
     let started = Instant::now();
-    let mut child = container_inner
-        .container
-        .spawn(req)
-        .map_err(|e| map_spawn_error(cmd, e))?;
+    let mut child = container_inner.spawn_gate(&program, || {
+        container_inner
+            .container
+            .spawn(req)
+            .map_err(|e| map_spawn_error(cmd, e))
+    })?;
     container_inner.note_started(child.pid);
     crate::trace::spawn(&program, child.pid);
 

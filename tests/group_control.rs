@@ -126,6 +126,41 @@ async fn suspended_group_still_dies_on_drop() {
     assert_dead_within(&[pid], Duration::from_secs(10));
 }
 
+/// A suspended group takes no new members (on Linux the child would freeze between its clone
+/// and its exec, and the spawning thread with it): a typed error at once, and `resume` lifts it.
+#[tokio::test]
+async fn a_suspended_group_takes_no_new_members_until_resumed() {
+    let group = ProcessGroup::new().unwrap();
+    let rp = group.start(&child(&["sleep-forever"])).await.unwrap();
+    group.suspend().unwrap();
+
+    let e = tokio::time::timeout(
+        Duration::from_secs(20),
+        group.start(&child(&["print", "late"])),
+    )
+    .await
+    .expect("start on a suspended group hung")
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidInput { what, .. } if what.contains("suspended")),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("resume()"), "{e}");
+    let mut raw = std::process::Command::new(pk_child());
+    raw.args(["print", "raw"]);
+    assert!(matches!(
+        group.spawn(&mut raw),
+        Err(Error::InvalidInput { .. })
+    ));
+    // Nothing was started: the first child is the only member.
+    assert_eq!(group.members().unwrap(), vec![rp.pid()]);
+
+    group.resume().unwrap();
+    let late = group.start(&child(&["print", "late"])).await.unwrap();
+    let (code, _) = late.finish_streamed().await.unwrap();
+    assert_eq!(code, Some(0));
+}
+
 #[tokio::test]
 async fn members_sees_the_whole_tree() {
     let dir = tempdir();

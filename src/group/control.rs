@@ -37,6 +37,11 @@ impl ProcessGroup {
     /// Dropping, [`kill`](Self::kill)ing or [`shutdown`](Self::shutdown) of a suspended group
     /// still tears it down (shutdown thaws it so members can act on `SIGTERM`).
     ///
+    /// While suspended the group takes no new members: [`start`](Self::start) and
+    /// [`spawn`](Self::spawn) fail with [`Error::InvalidInput`] until [`resume`](Self::resume)
+    /// (on Linux the new child would freeze before its `exec`, and the spawning thread with
+    /// it). A spawn already in progress finishes before the freeze.
+    ///
     /// # Platform
     /// Linux cgroup: one `cgroup.freeze` write covering the whole subtree, returning once the
     /// kernel reports it frozen (bounded wait). Process-group mechanism (macOS, BSD, Linux
@@ -48,8 +53,7 @@ impl ProcessGroup {
     /// refuses.
     pub fn suspend(&self) -> Result<()> {
         self.inner
-            .container
-            .freeze()
+            .set_suspended(true)
             .map_err(|e| group_error(self, "suspending the process group", e))
     }
 
@@ -62,8 +66,7 @@ impl ProcessGroup {
     /// As [`suspend`](Self::suspend).
     pub fn resume(&self) -> Result<()> {
         self.inner
-            .container
-            .thaw()
+            .set_suspended(false)
             .map_err(|e| group_error(self, "resuming the process group", e))
     }
 

@@ -9,7 +9,7 @@ pub(crate) mod signal;
 pub(crate) mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -54,6 +54,11 @@ pub(crate) struct GroupInner {
     pub(crate) closed: AtomicBool,
     /// What the group has seen so far (process total, memory peak).
     pub(crate) tally: stats::Tally,
+    /// Whether [`ProcessGroup::suspend`] froze the group (until `resume` or `shutdown`). A
+    /// spawn holds the read side for its whole (synchronous) duration and a suspend or resume
+    /// the write side, so a freeze never lands on a child that is still between its clone and
+    /// its `exec`, where the parent waits for it.
+    pub(crate) suspended: RwLock<bool>,
 }
 
 impl GroupInner {
@@ -64,6 +69,40 @@ impl GroupInner {
 
     pub(crate) fn kill_all(&self) -> std::io::Result<()> {
         self.container.kill_all()
+    }
+
+    /// Runs `spawn` unless the group is suspended (see [`GroupInner::suspended`]).
+    ///
+    /// A suspended group takes no new members: on Linux the child would join the frozen cgroup
+    /// before its `exec` and freeze there, with the spawning thread waiting on it for good. The
+    /// rule is the same on every platform.
+    pub(crate) fn spawn_gate<T>(
+        &self,
+        program: &str,
+        spawn: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let suspended = self.suspended.read().unwrap_or_else(|e| e.into_inner());
+        if *suspended {
+            return Err(Error::invalid(
+                program,
+                "starting a process in a suspended group",
+                "the group is suspended: resume() it first (a new member would be frozen \
+                 before it could start)",
+            ));
+        }
+        spawn()
+    }
+
+    /// Freezes (`true`) or thaws the tree and records the state, excluding concurrent spawns.
+    pub(crate) fn set_suspended(&self, freeze: bool) -> std::io::Result<()> {
+        let mut suspended = self.suspended.write().unwrap_or_else(|e| e.into_inner());
+        if freeze {
+            self.container.freeze()?;
+        } else {
+            self.container.thaw()?;
+        }
+        *suspended = freeze;
+        Ok(())
     }
 }
 
@@ -111,6 +150,7 @@ impl ProcessGroup {
                 options,
                 closed: AtomicBool::new(false),
                 tally: stats::Tally::default(),
+                suspended: RwLock::new(false),
             }),
         })
     }
@@ -134,7 +174,7 @@ impl ProcessGroup {
     /// The handle's timeout, cancellation and drop kill only that child, never its siblings.
     ///
     /// # Errors
-    /// As [`Command::start`].
+    /// As [`Command::start`]; also [`Error::InvalidInput`] while the group is suspended.
     ///
     /// # Cancel safety
     /// Cancel safe: spawning completes synchronously inside the call, and a dropped handle
@@ -149,19 +189,24 @@ impl ProcessGroup {
     /// the returned `std::process::Child`: wait on it yourself.
     ///
     /// # Errors
-    /// [`Error::Spawn`] / [`Error::NotFound`] when the OS refuses.
+    /// [`Error::Spawn`] / [`Error::NotFound`] when the OS refuses; [`Error::InvalidInput`]
+    /// while the group is suspended.
     pub fn spawn(&self, cmd: &mut std::process::Command) -> Result<std::process::Child> {
         let program = cmd.get_program().to_string_lossy().into_owned();
-        let child = sys::spawn_std(&self.inner.container, cmd).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::NotFound { program }
-            } else {
-                Error::Spawn {
-                    command_line: program.clone(),
-                    program,
-                    source: e,
+        let child = self.inner.spawn_gate(&program, || {
+            sys::spawn_std(&self.inner.container, cmd).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Error::NotFound {
+                        program: program.clone(),
+                    }
+                } else {
+                    Error::Spawn {
+                        command_line: program.clone(),
+                        program: program.clone(),
+                        source: e,
+                    }
                 }
-            }
+            })
         })?;
         self.inner.note_started(child.id());
         Ok(child)
@@ -214,7 +259,7 @@ impl ProcessGroup {
         if polite.is_ok() {
             // Wake stopped (or suspended) processes so they can act on SIGTERM.
             let _ = c.signal(crate::Signal::Cont);
-            let _ = c.thaw();
+            let _ = self.inner.set_suspended(false);
             wait_empty(c, grace).await;
         }
         self.kill()?;
