@@ -205,7 +205,9 @@ impl Command {
     /// [`Error::Timeout`](crate::Error::Timeout). On a [`start`](Self::start) handle the
     /// deadline ends the line streams and `wait` returns `None`. Under a retry policy each
     /// attempt gets the full timeout. A zero duration is
-    /// [`Error::InvalidInput`](crate::Error::InvalidInput).
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput); a duration too large for the clock
+    /// (`Duration::MAX`) means no practical deadline, as it does for every other duration the
+    /// crate takes (probes, pipelines, grace periods, sampling intervals).
     ///
     /// # Platform
     /// For a run in a shared [`ProcessGroup`](crate::ProcessGroup), only the direct child is

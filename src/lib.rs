@@ -58,6 +58,7 @@ mod running;
 mod stdio;
 mod supervisor;
 mod sys;
+mod time;
 mod trace;
 mod verbs;
 

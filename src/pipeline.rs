@@ -863,7 +863,7 @@ pub(crate) fn start_native(
         }
     };
     let started = Instant::now();
-    let deadline = p.timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = p.timeout.map(crate::time::deadline_in);
     let n = p.stages.len();
     let mut stages = Vec::with_capacity(n);
     // The read end of the previous stage's stdout pipe, until the next stage takes it.
@@ -942,7 +942,7 @@ pub(crate) async fn start_emulated<R: ProcessRunner + ?Sized>(
 ) -> Result<RunningPipeline> {
     p.validate()?;
     let started = Instant::now();
-    let deadline = p.timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = p.timeout.map(crate::time::deadline_in);
     let n = p.stages.len();
     let (infos, input, _, _) = emulate(runner, p, n - 1).await?;
     let mut last = p.last().clone();
@@ -972,7 +972,7 @@ async fn emulate<R: ProcessRunner + ?Sized>(
     p: &Pipeline,
     count: usize,
 ) -> Result<(Vec<StageInfo>, Vec<u8>, u64, bool)> {
-    let deadline = p.timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = p.timeout.map(crate::time::deadline_in);
     let mut infos = Vec::with_capacity(count);
     let mut input: Option<Vec<u8>> = None;
     let mut dropped = 0;

@@ -310,7 +310,7 @@ pub(crate) fn spawn_watchdog(
     if cmd.timeout.is_none() && cmd.inactivity_timeout.is_none() && !cancel.is_set() {
         return None;
     }
-    let deadline = cmd.timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = cmd.timeout.map(crate::time::deadline_in);
     let idle = cmd.inactivity_timeout.zip(activity);
     let grace = cmd.timeout_grace;
     Some(tokio::spawn(async move {
@@ -332,7 +332,7 @@ pub(crate) fn spawn_watchdog(
             let idle_fired = async {
                 match &idle {
                     Some((d, a)) => loop {
-                        let due = a.last() + *d;
+                        let due = crate::time::after(a.last(), *d);
                         if Instant::now() >= due {
                             break;
                         }

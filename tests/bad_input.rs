@@ -196,3 +196,80 @@ async fn error_display_shows_command_line_and_bounded_stderr() {
     // Nothing is lost: the full stderr stays in the error.
     assert!(e.stderr().unwrap().len() > 100 * 1024);
 }
+
+/// `Duration::MAX` is "practically never" everywhere a duration is taken: no overflow panic,
+/// and a huge value never switches another deadline off.
+#[tokio::test]
+async fn huge_durations_mean_never_and_never_panic() {
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> Result<T, ()> {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .map_err(|_| ())
+    }
+
+    let out = within(child(&["print", "hi"]).timeout(Duration::MAX).run())
+        .await
+        .expect("hung")
+        .unwrap();
+    assert_eq!(out, "hi");
+
+    // A huge inactivity timeout leaves the ordinary timeout in force.
+    let r = within(
+        child(&["sleep-forever"])
+            .timeout(Duration::from_millis(300))
+            .inactivity_timeout(Duration::MAX)
+            .timeout_grace(Duration::MAX)
+            .output_string(),
+    )
+    .await
+    .expect("the timeout did not fire")
+    .unwrap();
+    assert!(r.timed_out());
+
+    let r = within(
+        child(&["print", "a"])
+            .pipe(child(&["cat"]))
+            .timeout(Duration::MAX)
+            .output_string(),
+    )
+    .await
+    .expect("hung")
+    .unwrap();
+    assert_eq!(r.stdout(), "a\n");
+
+    let mut run = child(&["print", "ready", ";", "sleep-forever"])
+        .start()
+        .await
+        .unwrap();
+    let line = within(run.wait_for_line(|l| l == "ready", Duration::MAX))
+        .await
+        .expect("hung")
+        .unwrap();
+    assert_eq!(line, "ready");
+    within(run.wait_for(|| async { true }, Duration::MAX))
+        .await
+        .expect("hung")
+        .unwrap();
+    run.kill().await.unwrap();
+
+    // Sampling at a huge interval: the first sample still comes at once.
+    #[cfg(feature = "stats")]
+    {
+        use processkit::{ProcessGroup, StreamExt};
+        let group = ProcessGroup::new().unwrap();
+        let _rp = group.start(&child(&["sleep-forever"])).await.unwrap();
+        let mut samples = group.sample_stats(Duration::MAX);
+        assert!(within(samples.next()).await.expect("hung").is_some());
+        let profile = within(
+            child(&["print", "x"])
+                .start()
+                .await
+                .unwrap()
+                .profile(Duration::MAX),
+        )
+        .await
+        .expect("hung")
+        .unwrap();
+        assert_eq!(profile.exit_code, Some(0));
+    }
+}

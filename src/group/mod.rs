@@ -298,7 +298,7 @@ pub(crate) fn group_error(group: &ProcessGroup, what: &str, e: std::io::Error) -
 
 /// Polls (with a growing step) until the container is empty or `limit` passes.
 pub(crate) async fn wait_empty(c: &sys::Container, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = crate::time::after(Instant::now(), limit);
     let mut step = Duration::from_millis(1);
     loop {
         if c.is_empty().unwrap_or(true) {

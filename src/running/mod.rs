@@ -392,7 +392,7 @@ impl RunningProcess {
             });
         };
         let flags = self.flags.clone();
-        let until = tokio::time::Instant::now() + deadline;
+        let until = crate::time::deadline_in(deadline);
         // In a shared group a descendant we may not kill can hold stdout open after the child
         // exited: then the lines already written get a short grace, not the whole deadline.
         let shared = matches!(self.owner, Owner::Shared(_));
@@ -402,7 +402,7 @@ impl RunningProcess {
         tokio::pin!(sleep);
         loop {
             if shared && exited_at.is_none() && exit_rx.borrow().is_some() {
-                let at = tokio::time::Instant::now() + SHARED_DRAIN_LINGER;
+                let at = crate::time::deadline_in(SHARED_DRAIN_LINGER);
                 exited_at = Some(at);
                 if at < until {
                     sleep.as_mut().reset(at);
@@ -484,7 +484,7 @@ impl RunningProcess {
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
     {
-        let until = tokio::time::Instant::now() + deadline;
+        let until = crate::time::deadline_in(deadline);
         let mut exit_rx = self.exit_rx.clone();
         loop {
             if exit_rx.borrow().is_some() {
