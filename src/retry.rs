@@ -63,8 +63,8 @@ type Classifier = Arc<dyn Fn(&AttemptOutcome<'_>) -> bool + Send + Sync>;
 ///   callers does not stampede.
 /// * **Classifier**: by default spawn errors and timeouts are retried and a finished run is
 ///   not, whatever its exit code ([`AttemptOutcome::retryable_by_default`]);
-///   [`retry_if`](Self::retry_if) replaces the rule. [`Error::Cancelled`] and invalid input are
-///   never retried.
+///   [`retry_if`](Self::retry_if) replaces the rule. A successful attempt,
+///   [`Error::Cancelled`] and invalid input are never retried.
 /// * **Isolation**: each attempt is a complete run of its own — through the `Command` verbs, a
 ///   fresh private container; a timeout applies to each attempt separately.
 /// * **Cancellation** (`cancellation` feature): the token ends the loop at once, mid-attempt
@@ -154,9 +154,11 @@ impl RetryPolicy {
         self
     }
 
-    /// Decides which outcomes are retried, replacing the default rule (extend it with
-    /// [`AttemptOutcome::retryable_by_default`]). It is called after every attempt but the last,
-    /// on the runner's task; keep it quick.
+    /// Decides which failed attempts are retried, replacing the default rule (extend it with
+    /// [`AttemptOutcome::retryable_by_default`]). It is called after every unsuccessful attempt
+    /// but the last, on the runner's task; keep it quick. A successful attempt (exit code 0,
+    /// not timed out) always ends the loop, whatever the classifier would say: retry replays a
+    /// run *until it succeeds*, so its side effects happen once.
     pub fn retry_if(
         mut self,
         f: impl Fn(&AttemptOutcome<'_>) -> bool + Send + Sync + 'static,
@@ -255,6 +257,8 @@ pub(crate) async fn output_with_retry<R: ProcessRunner + ?Sized>(
         let r = runner.output_bytes(cmd).await;
         let retry = n < policy.attempts
             && match &r {
+                // A success ends the loop: the classifier only judges failures.
+                Ok(res) if res.success() => false,
                 Ok(res) => policy.should_retry(&AttemptOutcome::Finished(res)),
                 Err(Error::Cancelled { .. }) | Err(Error::InvalidInput { .. }) => false,
                 Err(e) => policy.should_retry(&AttemptOutcome::Failed(e)),

@@ -446,6 +446,26 @@ async fn inactivity_timeout_spares_a_chatty_child() {
 // Retries
 // ---------------------------------------------------------------------------------------------
 
+/// Retry replays a run until it succeeds: a success ends the loop even under a classifier that
+/// answers "retry" to everything, so its side effects happen once.
+#[tokio::test]
+async fn a_successful_attempt_is_never_retried() {
+    let dir = tempdir();
+    let c = dir.path().join("count");
+    let r = child(&["counter", s(&c)])
+        .retry(
+            RetryPolicy::new(3)
+                .backoff(Duration::from_millis(1), 1.0)
+                .retry_if(|_| true),
+        )
+        .output_string()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Some(0));
+    assert_eq!(r.attempts(), 1);
+    assert_eq!(counter(&c), 1, "the command ran once");
+}
+
 #[tokio::test]
 async fn a_classifier_retries_a_flaky_command_with_backoff() {
     let dir = tempdir();
