@@ -140,14 +140,17 @@ pub enum Encoding {
     #[default]
     Utf8Lossy,
     /// UTF-8; invalid output is [`Error::InvalidUtf8`](crate::Error::InvalidUtf8) carrying the
-    /// raw bytes. Streams (which cannot fail per line) still decode lossily.
+    /// raw bytes. Applies to captured **stdout**, the data: stderr is diagnostics and always
+    /// decodes lossily, so an odd byte in a message never masks the run's own error (a
+    /// non-zero exit, a timeout). Streams (which cannot fail per line) decode lossily too.
     Utf8Strict,
 }
 
 /// How much output is kept in memory per stream.
 ///
 /// The default keeps up to 64 MiB per stream. Past the cap, the **head and the tail** are kept
-/// (half the cap each) and the number of bytes dropped from the middle is reported by
+/// (half the cap each; the cut moves by up to three bytes so it never splits a UTF-8
+/// character) and the number of bytes dropped from the middle is reported by
 /// [`ProcessResult::stdout_dropped`](crate::ProcessResult::stdout_dropped) /
 /// [`stderr_dropped`](crate::ProcessResult::stderr_dropped). Streams, line handlers and
 /// pipelines are not affected: they see every byte.
@@ -251,7 +254,23 @@ impl Capture {
     }
 
     /// The kept bytes (head then tail) and how many were dropped.
+    ///
+    /// Where the middle was dropped, the cut is moved (at most three bytes on each side) so it
+    /// never splits a UTF-8 character: valid text stays valid, and strict decoding never blames
+    /// the child for a character the cap cut in two. The moved bytes count as dropped.
     pub(crate) fn finish(mut self) -> (Vec<u8>, u64) {
+        if self.dropped > 0 {
+            let cut = utf8_partial_suffix(&self.head);
+            self.head.truncate(self.head.len() - cut);
+            let lead = self
+                .tail
+                .iter()
+                .take(3)
+                .take_while(|&&b| is_continuation(b))
+                .count();
+            self.tail.drain(..lead);
+            self.dropped += (cut + lead) as u64;
+        }
         let (a, b) = self.tail.as_slices();
         self.head.reserve(a.len() + b.len());
         self.head.extend_from_slice(a);
@@ -267,9 +286,64 @@ impl Capture {
     }
 }
 
+fn is_continuation(b: u8) -> bool {
+    b & 0xC0 == 0x80
+}
+
+/// How many bytes at the end of `bytes` are the start of a UTF-8 character that is not
+/// complete (0 when it ends on a character boundary, or is not UTF-8 there at all).
+fn utf8_partial_suffix(bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    for back in 1..=n.min(4) {
+        let b = bytes[n - back];
+        if is_continuation(b) {
+            continue;
+        }
+        let width = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if back < width { back } else { 0 };
+    }
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cut_never_splits_a_utf8_character() {
+        let text = format!("x{}", "€".repeat(10_000)); // 1 + 30 000 bytes
+        for cap in [1001, 1000, 999, 64, 7] {
+            let mut c = Capture::new(BufferPolicy::cap(cap));
+            for chunk in text.as_bytes().chunks(97) {
+                c.push(chunk);
+            }
+            let (kept, dropped) = c.finish();
+            let kept = String::from_utf8(kept).expect("the kept bytes stay valid UTF-8");
+            assert!(kept.starts_with('x') || cap < 4, "cap {cap}");
+            assert!(
+                kept.len() <= cap && kept.len() + 6 >= cap,
+                "cap {cap}: {}",
+                kept.len()
+            );
+            assert_eq!(kept.len() as u64 + dropped, text.len() as u64, "cap {cap}");
+        }
+    }
+
+    #[test]
+    fn partial_suffixes() {
+        assert_eq!(utf8_partial_suffix(b"abc"), 0);
+        assert_eq!(utf8_partial_suffix("a€".as_bytes()), 0);
+        assert_eq!(utf8_partial_suffix(&"a€".as_bytes()[..3]), 2);
+        assert_eq!(utf8_partial_suffix(&"a€".as_bytes()[..2]), 1);
+        assert_eq!(utf8_partial_suffix(&"😀".as_bytes()[..3]), 3);
+        assert_eq!(utf8_partial_suffix(b"\x80\x80\x80\x80"), 0);
+        assert_eq!(utf8_partial_suffix(b""), 0);
+    }
 
     #[test]
     fn capture_under_cap_keeps_all() {

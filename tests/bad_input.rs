@@ -273,3 +273,22 @@ async fn huge_durations_mean_never_and_never_panic() {
         assert_eq!(profile.exit_code, Some(0));
     }
 }
+
+/// The capture cap's cut never splits a character, so strict decoding of valid UTF-8 output
+/// succeeds past the cap, and the kept plus dropped bytes still add up.
+#[tokio::test]
+async fn strict_utf8_survives_the_capture_cap() {
+    let text = "€".repeat(10_000);
+    let r = child(&["printn", &text])
+        .encoding(Encoding::Utf8Strict)
+        .buffer_policy(BufferPolicy::cap(1001))
+        .output_string()
+        .await
+        .unwrap();
+    assert!(r.stdout().chars().all(|c| c == '€'));
+    assert!(r.stdout().len() <= 1001 && r.stdout().len() >= 995);
+    assert_eq!(
+        r.stdout().len() as u64 + r.stdout_dropped(),
+        text.len() as u64
+    );
+}
