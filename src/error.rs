@@ -292,6 +292,27 @@ fn write_attempts(f: &mut fmt::Formatter<'_>, attempts: u32) -> fmt::Result {
     Ok(())
 }
 
+/// Longest command line `Display` shows; the field itself keeps it whole.
+const MAX_SHOWN_COMMAND_LINE: usize = 1024;
+
+/// A command line as `Display` shows it: whole up to [`MAX_SHOWN_COMMAND_LINE`] bytes, else
+/// its head and how much was left out (a 256 KiB argument must not make a 256 KiB log line).
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        if s.len() <= MAX_SHOWN_COMMAND_LINE {
+            return f.write_str(s);
+        }
+        let mut end = MAX_SHOWN_COMMAND_LINE;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{}… ({} more bytes)", &s[..end], s.len() - end)
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -305,7 +326,7 @@ impl fmt::Display for Error {
                 command_line,
                 source,
                 ..
-            } => write!(f, "failed to start `{command_line}`: {source}"),
+            } => write!(f, "failed to start `{}`: {source}", Shown(command_line)),
             Error::InvalidInput {
                 program,
                 what,
@@ -327,7 +348,7 @@ impl fmt::Display for Error {
                 attempts,
                 ..
             } => {
-                write!(f, "`{command_line}` exited with code {code}")?;
+                write!(f, "`{}` exited with code {code}", Shown(command_line))?;
                 write_attempts(f, *attempts)?;
                 write_stderr(f, stderr)
             }
@@ -340,9 +361,9 @@ impl fmt::Display for Error {
             } => {
                 if *signal == 0 {
                     // Windows: killed through the Job Object, no signal involved.
-                    write!(f, "`{command_line}` was killed")?;
+                    write!(f, "`{}` was killed", Shown(command_line))?;
                 } else {
-                    write!(f, "`{command_line}` was killed by signal {signal}")?;
+                    write!(f, "`{}` was killed by signal {signal}", Shown(command_line))?;
                 }
                 write_attempts(f, *attempts)?;
                 write_stderr(f, stderr)
@@ -356,7 +377,8 @@ impl fmt::Display for Error {
             } => {
                 write!(
                     f,
-                    "`{command_line}` timed out after {timeout:?}; the process tree was killed"
+                    "`{}` timed out after {timeout:?}; the process tree was killed",
+                    Shown(command_line)
                 )?;
                 write_attempts(f, *attempts)?;
                 write_stderr(f, stderr)
@@ -417,6 +439,28 @@ pub(crate) fn shell_quote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_bounds_a_huge_command_line() {
+        let long = format!("tool {}", "é".repeat(100_000));
+        let e = Error::Spawn {
+            program: "tool".into(),
+            command_line: long.clone(),
+            source: std::io::Error::from_raw_os_error(7),
+        };
+        let shown = e.to_string();
+        assert!(
+            shown.len() < MAX_SHOWN_COMMAND_LINE + 200,
+            "{}",
+            shown.len()
+        );
+        assert!(shown.starts_with("failed to start `tool éé"));
+        assert!(shown.contains("more bytes)"));
+        match e {
+            Error::Spawn { command_line, .. } => assert_eq!(command_line, long),
+            _ => unreachable!(),
+        }
+    }
 
     #[test]
     fn quoting() {

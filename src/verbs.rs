@@ -638,6 +638,40 @@ fn resolve_env(cmd: &Command) -> Vec<(OsString, Option<OsString>)> {
     env
 }
 
+/// The program's file, when a spawn that failed with "not found" was about a file that exists
+/// after all. On Unix `execve` reports ENOENT for a script whose `#!` interpreter is missing (or
+/// a binary whose loader is): that is not a missing program, and saying so would send the user
+/// looking in the wrong place. Elsewhere "not found" means what it says.
+fn existing_program_file(cmd: &Command) -> Option<std::path::PathBuf> {
+    if !cfg!(unix) {
+        return None;
+    }
+    let program = std::path::Path::new(&cmd.program);
+    let in_cwd = |p: &std::path::Path| match &cmd.cwd {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_path_buf(),
+    };
+    if program.components().count() > 1 {
+        let file = in_cwd(program);
+        return file.is_file().then_some(file);
+    }
+    // The child's PATH, searched as the spawn did (`/bin:/usr/bin` when it has none).
+    let inherited = if cmd.env_clear || cmd.inherit_env.is_some() {
+        None
+    } else {
+        std::env::var_os("PATH")
+    };
+    let path = resolve_env(cmd)
+        .into_iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(inherited, |(_, v)| v)
+        .unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| in_cwd(&dir.join(program)))
+        .find(|file| file.is_file())
+}
+
 /// Maps a spawn failure to the typed error naming what was wrong.
 fn map_spawn_error(cmd: &Command, e: io::Error) -> Error {
     let program = cmd.program_name();
@@ -648,6 +682,18 @@ fn map_spawn_error(cmd: &Command, e: io::Error) -> Error {
         };
     }
     if e.kind() == io::ErrorKind::NotFound {
+        if let Some(file) = existing_program_file(cmd) {
+            let msg = format!(
+                "{} exists but could not be executed: the interpreter on its #! line, or its \
+                 dynamic loader, was not found",
+                file.display()
+            );
+            return Error::Spawn {
+                command_line: cmd.command_line(),
+                program,
+                source: io::Error::new(io::ErrorKind::NotFound, msg),
+            };
+        }
         return Error::NotFound { program };
     }
     let path = std::path::Path::new(&cmd.program);

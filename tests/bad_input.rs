@@ -292,3 +292,34 @@ async fn strict_utf8_survives_the_capture_cap() {
         text.len() as u64
     );
 }
+
+/// A script whose `#!` interpreter is missing exists: that is a spawn error naming the cause,
+/// not `NotFound` (which would send the user looking for the script). Unix: about `#!` scripts.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_script_with_a_missing_interpreter_is_not_a_missing_program() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let script = dir.path().join("tool.sh");
+    std::fs::write(&script, "#!/no/such/interpreter\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for cmd in [
+        Command::new(&script),
+        Command::new("tool.sh").env("PATH", dir.path()),
+    ] {
+        let e = cmd.run().await.unwrap_err();
+        assert!(matches!(e, Error::Spawn { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("interpreter") && msg.contains("tool.sh"),
+            "{msg}"
+        );
+    }
+    // A name found nowhere is still NotFound.
+    let e = Command::new("tool-absent.sh")
+        .env("PATH", dir.path())
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+}
