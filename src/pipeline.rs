@@ -545,7 +545,8 @@ impl RunningPipeline {
     /// returns the pipefail exit code: the first failed checked stage's, else the last stage's
     /// (`None` when that stage was killed, or the chain timed out).
     ///
-    /// Stdout that nobody streams is discarded from here on.
+    /// Stdout that nobody streams is discarded from here on, and a first-stage stdin writer
+    /// never taken with [`standard_input`](Self::standard_input) is closed (end-of-file).
     ///
     /// # Errors
     /// [`Error::Cancelled`] when a stage's token fired; [`Error::Io`] when an OS wait fails.
@@ -553,6 +554,9 @@ impl RunningPipeline {
     /// # Cancel safety
     /// Cancel safe: wait again later.
     pub async fn wait(&mut self) -> Result<Option<i32>> {
+        if let Some(Slot::Live(rp)) = self.stages.first_mut() {
+            rp.close_untaken_stdin();
+        }
         if let Some(Slot::Live(rp)) = self.stages.last_mut() {
             if rp.stdout_stream.is_none() {
                 if let Some(p) = rp.stdout.as_mut() {
@@ -911,6 +915,10 @@ pub(crate) async fn output_native(
     shared: Option<Arc<GroupInner>>,
 ) -> Result<ProcessResult<Vec<u8>>> {
     let mut rp = start_native(p, shared, Purpose::Collect)?;
+    // A one-shot run hands out no writer: `keep_stdin_open` means an empty stdin here.
+    if let Some(Slot::Live(first)) = rp.stages.first_mut() {
+        first.close_untaken_stdin();
+    }
     rp.finish_bytes().await
 }
 

@@ -403,6 +403,8 @@ pub(crate) async fn output_bytes(cmd: &Command, scope: Scope) -> Result<ProcessR
 
 /// Waits for a started run and builds its result.
 pub(crate) async fn collect(mut rp: RunningProcess) -> Result<ProcessResult<Vec<u8>>> {
+    // A one-shot verb hands out no writer: `keep_stdin_open` means an empty stdin here.
+    rp.close_untaken_stdin();
     let exit = rp.wait_exit().await;
     rp.check_cancelled()?;
     let exit = exit?;

@@ -756,3 +756,73 @@ async fn a_scripted_run_with_an_idle_stdin_source_completes() {
     assert_eq!(out, "done");
     assert_source_released(&held).await;
 }
+
+/// A `keep_stdin_open` writer nobody took is closed by the finishing calls (as std's
+/// `Child::wait` does), so a child reading stdin to its end finishes instead of waiting forever;
+/// a one-shot verb, which hands out no writer, sees an empty stdin.
+#[tokio::test]
+async fn an_untaken_stdin_writer_is_closed_when_waiting() {
+    let mut run = child(&["count-stdin"])
+        .keep_stdin_open()
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(bounded("wait", run.wait()).await.unwrap(), Some(0));
+
+    let run = child(&["count-stdin"])
+        .keep_stdin_open()
+        .start()
+        .await
+        .unwrap();
+    let (code, _) = bounded("finish_streamed", run.finish_streamed())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+
+    let r = bounded(
+        "output_string",
+        child(&["count-stdin"]).keep_stdin_open().output_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.stdout(), "stdin-bytes=0\n");
+
+    let r = bounded(
+        "a pipeline's output_string",
+        child(&["count-stdin"])
+            .keep_stdin_open()
+            .pipe(child(&["cat"]))
+            .output_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.stdout(), "stdin-bytes=0\n");
+
+    let mut live = child(&["count-stdin"])
+        .keep_stdin_open()
+        .pipe(child(&["cat"]))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded("a live pipeline's wait", live.wait())
+            .await
+            .unwrap(),
+        Some(0)
+    );
+
+    // A writer that was taken stays the caller's: the child reads what it is sent.
+    let mut run = child(&["count-stdin"])
+        .keep_stdin_open()
+        .start()
+        .await
+        .unwrap();
+    let mut stdin = run.standard_input().unwrap();
+    stdin.write_all(b"12345").await.unwrap();
+    stdin.finish().await.unwrap();
+    let mut lines = run.stdout_lines();
+    assert_eq!(
+        bounded("line", lines.next()).await.as_deref(),
+        Some("stdin-bytes=5")
+    );
+}

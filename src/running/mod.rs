@@ -199,7 +199,9 @@ impl RunningProcess {
     ///
     /// Stdout that was not handed to a stream is discarded from here on, so a chatty child
     /// cannot block on a full pipe while you wait. A stream you hold but do not read still
-    /// applies backpressure: drain or drop it first.
+    /// applies backpressure: drain or drop it first. A stdin writer you never took with
+    /// [`standard_input`](Self::standard_input) is closed first (as `std`'s `Child::wait`
+    /// does), so a child reading stdin to its end can finish.
     ///
     /// # Errors
     /// [`Error::Cancelled`] when the run's cancellation token killed it (also when the token
@@ -208,6 +210,7 @@ impl RunningProcess {
     /// # Cancel safety
     /// Cancel safe: dropping the future loses nothing; wait again later.
     pub async fn wait(&mut self) -> Result<Option<i32>> {
+        self.close_untaken_stdin();
         self.release_unread_stdout();
         let st = self.wait_exit().await;
         self.check_cancelled()?;
@@ -222,6 +225,13 @@ impl RunningProcess {
         } else {
             st.code
         }
+    }
+
+    /// A [`keep_stdin_open`](crate::Command::keep_stdin_open) writer nobody took is closed
+    /// (the child sees end-of-file), as `std::process::Child::wait` does: nothing can write to
+    /// it any more, and a child reading stdin to its end would otherwise wait forever.
+    pub(crate) fn close_untaken_stdin(&mut self) {
+        self.stdin = None;
     }
 
     /// Stdout not handed to a stream is switched to discard (nobody will read it). That
@@ -307,6 +317,7 @@ impl RunningProcess {
     /// Not cancel safe: dropping it mid-way may lose the stderr collected so far (and kills the
     /// child, as dropping the handle does).
     pub async fn finish_streamed(mut self) -> Result<(Option<i32>, String)> {
+        self.close_untaken_stdin();
         self.release_unread_stdout();
         let st = self.wait_exit().await;
         self.check_cancelled()?;
