@@ -306,6 +306,12 @@ impl Command {
     }
 
     /// Runs `handler` for every stdout line as it is read, in addition to capture.
+    ///
+    /// The handler runs on the read pump's task: keep it short. Should it panic, it is not
+    /// called again, reading goes on (the child never blocks), and the panic is resumed on the
+    /// caller's task by the call that finishes the run (a one-shot verb, `wait`,
+    /// `finish_streamed`, a pipeline's `finish`). The same holds for
+    /// [`on_stderr_line`](Self::on_stderr_line).
     pub fn on_stdout_line(mut self, handler: impl Fn(&str) + Send + Sync + 'static) -> Command {
         self.on_stdout_line = Some(Arc::new(handler));
         self

@@ -623,6 +623,11 @@ impl RunningPipeline {
     /// Builds the combined outcome of a run that is over (or collects one from scratch).
     async fn finish_bytes(&mut self) -> Result<ProcessResult<Vec<u8>>> {
         self.wait_over().await?;
+        for stage in &self.stages {
+            if let Slot::Live(rp) = stage {
+                rp.resume_handler_panics();
+            }
+        }
         self.check_cancelled()?;
         let infos = self.stage_infos(true);
         let (stdout, stdout_dropped) = match self.stages.last() {

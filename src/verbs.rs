@@ -409,6 +409,7 @@ pub(crate) async fn collect(mut rp: RunningProcess) -> Result<ProcessResult<Vec<
     rp.check_cancelled()?;
     let exit = exit?;
     rp.drain_after_exit().await;
+    rp.resume_handler_panics();
     rp.stop_feeding_stdin().await;
     rp.check_cancelled()?;
     let oom_killed = crate::group::stats::run_oom_killed(&rp, &exit);

@@ -826,3 +826,46 @@ async fn an_untaken_stdin_writer_is_closed_when_waiting() {
         Some("stdin-bytes=5")
     );
 }
+
+/// A line handler that panics panics the caller (on its own task), instead of leaving the
+/// verb waiting forever for a pump that died; the child's tree is gone either way.
+#[tokio::test]
+async fn a_panicking_line_handler_panics_the_caller() {
+    fn boom(l: &str) {
+        if l == "line 00000500" {
+            panic!("handler bug");
+        }
+    }
+    async fn panic_message<T: Send + 'static>(
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> String {
+        let err = match bounded("a run with a panicking handler", tokio::spawn(f)).await {
+            Ok(_) => panic!("the handler's panic was swallowed"),
+            Err(e) => e,
+        };
+        assert!(err.is_panic(), "{err:?}");
+        (*err.into_panic().downcast::<&str>().unwrap()).to_owned()
+    }
+    let cmd = child(&["lines", "1000"]).on_stdout_line(boom);
+    let msg = panic_message(async move { cmd.output_string().await }).await;
+    assert_eq!(msg, "handler bug");
+    let cmd = child(&["elines", "1000"]).on_stderr_line(boom);
+    let msg = panic_message(async move { cmd.run().await }).await;
+    assert_eq!(msg, "handler bug");
+    let chain = child(&["lines", "1000"]).pipe(child(&["cat"]).on_stdout_line(boom));
+    let msg = panic_message(async move { chain.output_string().await }).await;
+    assert_eq!(msg, "handler bug");
+    let msg = panic_message(async {
+        let mut run = child(&["lines", "1000"])
+            .on_stdout_line(boom)
+            .start()
+            .await
+            .unwrap();
+        // The stream still delivers every line: only the handler stopped.
+        let lines: Vec<String> = run.stdout_lines().collect().await;
+        assert_eq!(lines.len(), 1000);
+        run.finish_streamed().await
+    })
+    .await;
+    assert_eq!(msg, "handler bug");
+}

@@ -213,6 +213,7 @@ impl RunningProcess {
         self.close_untaken_stdin();
         self.release_unread_stdout();
         let st = self.wait_exit().await;
+        self.resume_handler_panics();
         self.check_cancelled()?;
         Ok(self.reported_code(st?))
     }
@@ -232,6 +233,14 @@ impl RunningProcess {
     /// it any more, and a child reading stdin to its end would otherwise wait forever.
     pub(crate) fn close_untaken_stdin(&mut self) {
         self.stdin = None;
+    }
+
+    /// Resumes on the caller's task a panic an `on_stdout_line` / `on_stderr_line` handler
+    /// raised on its pump (which carried on without it, so the child never blocked).
+    pub(crate) fn resume_handler_panics(&self) {
+        for p in [&self.stdout, &self.stderr].into_iter().flatten() {
+            p.shared.resume_handler_panic();
+        }
     }
 
     /// Stdout not handed to a stream is switched to discard (nobody will read it). That
@@ -323,6 +332,7 @@ impl RunningProcess {
         self.check_cancelled()?;
         let code = self.reported_code(st?);
         self.drain_after_exit_one(true).await;
+        self.resume_handler_panics();
         let stderr = match self.stderr.as_ref() {
             Some(p) => {
                 let (bytes, _) = p.shared.take_capture();

@@ -112,6 +112,17 @@ pub(crate) struct PumpShared {
     done_notify: Notify,
     /// Read errors other than EOF, kept for the finisher.
     pub(crate) error: Mutex<Option<std::io::Error>>,
+    /// The panic of the line handler, kept for the finisher to resume on the caller's task.
+    handler_panic: Mutex<Option<HandlerPanic>>,
+}
+
+/// A line handler's panic payload.
+struct HandlerPanic(Box<dyn std::any::Any + Send>);
+
+impl std::fmt::Debug for HandlerPanic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandlerPanic")
+    }
 }
 
 impl PumpShared {
@@ -156,6 +167,19 @@ impl PumpShared {
         }
     }
 
+    /// Resumes, on the calling task, a panic the line handler raised on the pump's task (the
+    /// pump itself carried on without the handler, so the child was never blocked).
+    pub(crate) fn resume_handler_panic(&self) {
+        let payload = self
+            .handler_panic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(HandlerPanic(payload)) = payload {
+            std::panic::resume_unwind(payload);
+        }
+    }
+
     fn mark_done(&self) {
         *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.done_notify.notify_waiters();
@@ -192,6 +216,7 @@ impl Pump {
             done: Mutex::new(false),
             done_notify: Notify::new(),
             error: Mutex::new(None),
+            handler_panic: Mutex::new(None),
         });
         let pool = Arc::new(Pool::default());
         let out = Outbox {
@@ -279,6 +304,35 @@ impl Activity {
     }
 }
 
+/// Marks the pump done however its task ends: end-of-file, an abort, or a panic.
+struct DoneOnDrop(Arc<PumpShared>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.mark_done();
+    }
+}
+
+/// The line handler as the pump calls it: a panic is caught and kept for the finisher
+/// ([`PumpShared::resume_handler_panic`]), and the handler is not called again; the pump goes
+/// on reading, so the child never blocks on a full pipe.
+struct Handler {
+    f: Option<LineHandler>,
+}
+
+impl Handler {
+    fn call(&mut self, shared: &PumpShared, line: &str) {
+        let Some(f) = &self.f else { return };
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(line))) {
+            self.f = None;
+            *shared
+                .handler_panic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(HandlerPanic(payload));
+        }
+    }
+}
+
 async fn run(
     mut reader: PipeReader,
     shared: Arc<PumpShared>,
@@ -286,6 +340,11 @@ async fn run(
     handler: Option<LineHandler>,
     activity: Option<Arc<Activity>>,
 ) {
+    let _done = DoneOnDrop(shared.clone());
+    // Fixed for the whole run (what `buf` holds depends on it), even after a handler panic
+    // turned the calls off.
+    let has_handler = handler.is_some();
+    let mut handler = Handler { f: handler };
     // `buf` starts with the unterminated line carried over from earlier reads (only kept when
     // someone needs lines: a stream or a handler); new data is read after it.
     let mut buf = out.pool.get();
@@ -314,7 +373,7 @@ async fn run(
                     if let Some(carry) = st.carry.take() {
                         // The captured part of the line in progress. With a handler, `buf`
                         // already holds it (every captured chunk was kept for line splitting).
-                        if handler.is_none() {
+                        if !has_handler {
                             let new = buf.split_off(start);
                             buf.clear();
                             buf.extend_from_slice(&carry);
@@ -326,7 +385,7 @@ async fn run(
             }
             st.mode
         };
-        if handler.is_none() && mode != Mode::Channel {
+        if !has_handler && mode != Mode::Channel {
             // Nobody needs lines: capture already has the bytes (or they are discarded).
             buf.clear();
             continue;
@@ -336,8 +395,8 @@ async fn run(
             continue;
         };
         let cut = start + i + 1;
-        if let Some(h) = &handler {
-            for_each_line(&buf[..cut], |l| h(l));
+        if has_handler {
+            for_each_line(&buf[..cut], |l| handler.call(&shared, l));
         }
         let mut next = out.pool.get();
         next.extend_from_slice(&buf[cut..]);
@@ -351,21 +410,18 @@ async fn run(
         }
     }
     let mode = shared.mode();
-    if handler.is_none() && mode == Mode::Channel {
+    if !has_handler && mode == Mode::Channel {
         if let Some(carry) = shared.state().carry.take() {
             buf.splice(0..0, carry);
         }
     }
-    if !buf.is_empty() && (handler.is_some() || mode == Mode::Channel) {
-        if let Some(h) = &handler {
-            h(&decode_str(&buf));
-        }
+    if !buf.is_empty() && (has_handler || mode == Mode::Channel) {
+        handler.call(&shared, &decode_str(&buf));
         if mode == Mode::Channel {
             let seq = ARRIVAL.fetch_add(1, Ordering::Relaxed);
             out.send(&shared, Batch { seq, bytes: buf }).await;
         }
     }
-    shared.mark_done();
 }
 
 /// Calls `f` for every line of `bytes` (whole lines: each ends with `\n`).
