@@ -4,6 +4,7 @@
 //! is, and sleep unless it is — and gets the same answers with the feature off (never
 //! cancelled), so the watchdog, the retry loop and the verbs carry no `cfg` of their own.
 
+use std::future::Future as _;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -85,4 +86,21 @@ pub(crate) async fn sleep(cmd: &Command, d: Duration) -> Result<()> {
         _ = cancel.cancelled() => Err(Error::Cancelled { program: cmd.program_name() }),
         _ = tokio::time::sleep(d) => Ok(()),
     }
+}
+
+/// Resolves once any of `cancels` fires (never, for an empty list or without the feature).
+pub(crate) async fn any_cancelled(cancels: &[Cancel]) {
+    let mut waits: Vec<_> = cancels.iter().map(|c| Box::pin(c.cancelled())).collect();
+    if waits.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for w in &mut waits {
+            if w.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }

@@ -25,6 +25,7 @@ use crate::group::{GroupInner, ProcessGroup};
 use crate::result::{ProcessResult, StageOutcome};
 use crate::runner::ProcessRunner;
 use crate::running::pump::Mode;
+use crate::running::Control;
 use crate::running::{
     ExitState, LineStream, Owner, RunningProcess, StdinWriter, SHARED_DRAIN_LINGER,
 };
@@ -456,9 +457,51 @@ pub struct RunningPipeline {
     deadline: Option<tokio::time::Instant>,
     started: Instant,
     timed_out: bool,
+    /// The program of the stage whose cancellation token abandoned the whole chain.
+    cancelled_by: Option<String>,
     /// Per stage: still running when the end rule killed the rest.
     cut_short: Vec<bool>,
     over: bool,
+    /// Kills the whole chain when a stage's token fires, so a live chain's stream ends too.
+    /// Held for its `Drop`, which stops the watch.
+    _cancel_watch: Option<CancelWatch>,
+}
+
+/// The task behind `RunningPipeline::_cancel_watch`, aborted with the pipeline.
+struct CancelWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the watch that abandons the whole chain when any stage's token fires: a stage's own
+/// watchdog kills only that stage, and a descendant of it could hold the pipe to the next
+/// stage open for ever.
+fn watch_cancels(stages: &[Slot], private: Option<Arc<GroupInner>>) -> Option<CancelWatch> {
+    let mut tokens = Vec::new();
+    let mut controls = Vec::new();
+    for s in stages {
+        if let Slot::Live(rp) = s {
+            if rp.flags.cancel.is_set() {
+                tokens.push(rp.flags.cancel.clone());
+            }
+            controls.extend(rp.control.clone());
+        }
+    }
+    if tokens.is_empty() {
+        return None;
+    }
+    Some(CancelWatch(tokio::spawn(async move {
+        crate::cancel::any_cancelled(&tokens).await;
+        if let Some(g) = private {
+            let _ = g.kill_all();
+        }
+        for c in controls {
+            let _ = c.send(Control::Kill);
+        }
+    })))
 }
 
 /// What a stage is right now.
@@ -653,6 +696,11 @@ impl RunningPipeline {
     }
 
     fn check_cancelled(&self) -> Result<()> {
+        if let Some(program) = &self.cancelled_by {
+            return Err(Error::Cancelled {
+                program: program.clone(),
+            });
+        }
         for s in &self.stages {
             if let Slot::Live(rp) = s {
                 rp.check_cancelled()?;
@@ -683,23 +731,48 @@ impl RunningPipeline {
             return Ok(());
         }
         let deadline = self.deadline;
+        // A token on any stage abandons the whole chain: killing that stage alone would leave
+        // its descendants holding the pipe open, and the stages after it waiting for ever.
+        let cancels: Vec<(String, crate::cancel::Cancel)> = self
+            .stages
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Live(rp) if rp.flags.cancel.is_set() => {
+                    Some((rp.meta.program.clone(), rp.flags.cancel.clone()))
+                }
+                _ => None,
+            })
+            .collect();
         if let Some(Slot::Live(last)) = self.stages.last_mut() {
-            let exited = match deadline {
-                Some(d) => tokio::select! {
-                    biased;
-                    r = last.wait_exit() => Some(r),
-                    _ = tokio::time::sleep_until(d) => None,
-                },
-                None => Some(last.wait_exit().await),
+            let tokens: Vec<_> = cancels.iter().map(|(_, c)| c.clone()).collect();
+            let expired = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
             };
-            match exited {
-                Some(r) => {
+            let ended = tokio::select! {
+                biased;
+                _ = crate::cancel::any_cancelled(&tokens) => End::Cancelled,
+                r = last.wait_exit() => End::Exited(r),
+                _ = expired => End::TimedOut,
+            };
+            match ended {
+                End::Exited(r) => {
                     r?;
                 }
-                None => {
+                End::TimedOut => {
                     self.timed_out = true;
                     #[cfg(feature = "tracing")]
                     tracing::debug!("processkit: pipeline timed out; killing every stage");
+                }
+                End::Cancelled => {
+                    self.cancelled_by = cancels
+                        .iter()
+                        .find(|(_, c)| c.is_cancelled())
+                        .map(|(p, _)| p.clone());
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!("processkit: pipeline cancelled; killing every stage");
                 }
             }
         }
@@ -707,7 +780,7 @@ impl RunningPipeline {
         // at once, and a stage that closed its stdout before exiting (coreutils do, at exit) is
         // usually just finishing: give them END_GRACE to end on their own, then kill the rest
         // and remember which stages that cut short, for attribution.
-        if !self.timed_out {
+        if !self.timed_out && self.cancelled_by.is_none() {
             let until = tokio::time::Instant::now() + END_GRACE;
             let n = self.stages.len();
             for s in self.stages.iter_mut().take(n.saturating_sub(1)) {
@@ -902,6 +975,7 @@ pub(crate) fn start_native(
     }
     #[cfg(feature = "tracing")]
     tracing::debug!(pipeline = %p, "processkit: pipeline started");
+    let cancel_watch = watch_cancels(&stages, group.as_ref().map(|g| g.inner().clone()));
     Ok(RunningPipeline {
         stages,
         meta: stage_meta(p),
@@ -909,9 +983,18 @@ pub(crate) fn start_native(
         deadline,
         started,
         timed_out: false,
+        cancelled_by: None,
         cut_short: vec![false; n],
         over: false,
+        _cancel_watch: cancel_watch,
     })
+}
+
+/// How the wait for a chain's last stage ended.
+enum End {
+    Exited(Result<crate::sys::ExitInfo>),
+    TimedOut,
+    Cancelled,
 }
 
 /// Runs a native pipeline to completion.
@@ -972,8 +1055,10 @@ pub(crate) async fn start_emulated<R: ProcessRunner + ?Sized>(
         deadline,
         started,
         timed_out: false,
+        cancelled_by: None,
         cut_short: vec![false; n],
         over: false,
+        _cancel_watch: None,
     })
 }
 

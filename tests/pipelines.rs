@@ -563,3 +563,68 @@ async fn cancelled_stage_cancels_the_pipeline() {
     assert!(matches!(e, processkit::Error::Cancelled { .. }), "{e:?}");
     assert_dead_within(&[consumer], std::time::Duration::from_secs(5));
 }
+
+/// A cancelled stage whose descendant still holds the pipe open abandons the whole chain at
+/// once (it used to leave the next stage waiting for an end-of-file that never came), and the
+/// descendant dies with it.
+#[cfg(feature = "cancellation")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // read_pid_file blocks its thread
+async fn cancelling_a_stage_with_a_descendant_on_the_pipe_ends_the_chain() {
+    let dir = tempdir();
+    let gpf = dir.path().join("grandchild.pid");
+    let token = processkit::CancellationToken::new();
+    // `spawn bg` leaves a grandchild inheriting the stage's stdout: the pipe to `cat`.
+    let chain = Command::new(pk_child())
+        .args(["spawn", "bg", gpf.to_str().unwrap(), ";", "sleep-forever"])
+        .cancel_on(token.clone())
+        | Command::new(pk_child()).arg("cat");
+    let run = tokio::spawn(async move { chain.output_string().await });
+    let grandchild = read_pid_file(&gpf, std::time::Duration::from_secs(10));
+    token.cancel();
+    let e = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+        .await
+        .expect("the chain did not end after its stage was cancelled")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&e, processkit::Error::Cancelled { program } if program.contains("pk-child")),
+        "{e:?}"
+    );
+    assert_dead_within(&[grandchild], std::time::Duration::from_secs(5));
+}
+
+/// The same for a live chain: the stream of the last stage ends when a stage's token fires,
+/// and `wait` reports `Cancelled`.
+#[cfg(feature = "cancellation")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // read_pid_file blocks its thread
+async fn cancelling_a_stage_ends_a_live_chains_stream() {
+    use processkit::StreamExt;
+    let dir = tempdir();
+    let gpf = dir.path().join("grandchild.pid");
+    let token = processkit::CancellationToken::new();
+    let chain = Command::new(pk_child())
+        .args([
+            "print",
+            "first",
+            ";",
+            "spawn",
+            "bg",
+            gpf.to_str().unwrap(),
+            ";",
+            "sleep-forever",
+        ])
+        .cancel_on(token.clone())
+        | Command::new(pk_child()).arg("cat");
+    let mut live = chain.start().await.unwrap();
+    let mut lines = live.stdout_lines();
+    assert_eq!(lines.next().await.as_deref(), Some("first"));
+    let grandchild = read_pid_file(&gpf, std::time::Duration::from_secs(10));
+    token.cancel();
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next())
+        .await
+        .expect("the stream did not end after a stage was cancelled");
+    assert_eq!(rest, None);
+    let e = live.wait().await.unwrap_err();
+    assert!(matches!(e, processkit::Error::Cancelled { .. }), "{e:?}");
+    assert_dead_within(&[grandchild], std::time::Duration::from_secs(5));
+}
