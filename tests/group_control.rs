@@ -424,3 +424,24 @@ async fn private_handle_measures_its_tree_after_exit() {
         assert!(rp.cpu_time().is_some_and(|c| c > Duration::ZERO));
     }
 }
+
+/// The teardown verbs empty a group but keep it: later starts run in it as before.
+#[tokio::test]
+async fn a_group_stays_usable_after_kill_and_shutdown() {
+    let group = ProcessGroup::new().unwrap();
+    let first = group.start(&child(&["sleep-forever"])).await.unwrap();
+    let pid = first.pid();
+    group.kill().unwrap();
+    assert_dead_within(&[pid], Duration::from_secs(10));
+    let again = group.start(&child(&["print", "again"])).await.unwrap();
+    let (code, _) = again.finish_streamed().await.unwrap();
+    assert_eq!(code, Some(0));
+
+    let second = group.start(&child(&["sleep-forever"])).await.unwrap();
+    let pid = second.pid();
+    group.shutdown().await.unwrap();
+    assert_dead_within(&[pid], Duration::from_secs(10));
+    let last = group.start(&child(&["print", "last"])).await.unwrap();
+    let (code, _) = last.finish_streamed().await.unwrap();
+    assert_eq!(code, Some(0));
+}
