@@ -73,7 +73,8 @@ impl Stdin {
     /// The source may stay open and idle (a channel, a file tail): feeding stops, and the
     /// stream is dropped, as soon as the child exits, is killed, or its handle is dropped, so
     /// an idle source never holds up a verb, a timeout or a pipeline. Items the child did not
-    /// live to read are dropped with the stream.
+    /// live to read are dropped with the stream. A stream that panics ends stdin there, and a
+    /// one-shot verb resumes the panic on the caller's task rather than report a clean run.
     pub fn from_lines<S>(lines: S) -> Stdin
     where
         S: Stream<Item = String> + Send + 'static,
@@ -153,7 +154,8 @@ pub enum Encoding {
 /// character) and the number of bytes dropped from the middle is reported by
 /// [`ProcessResult::stdout_dropped`](crate::ProcessResult::stdout_dropped) /
 /// [`stderr_dropped`](crate::ProcessResult::stderr_dropped). Streams, line handlers and
-/// pipelines are not affected: they see every byte.
+/// pipelines are not affected: they see every byte. Memory: the kept bytes, plus up to as much
+/// again for a moment while the result is assembled at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferPolicy {
     pub(crate) max_bytes: Option<usize>,

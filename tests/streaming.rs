@@ -869,3 +869,24 @@ async fn a_panicking_line_handler_panics_the_caller() {
     .await;
     assert_eq!(msg, "handler bug");
 }
+
+/// A `Stdin::from_lines` stream that panics cuts stdin short; the run does not pass that off as
+/// a clean end of input: the panic reaches the caller.
+#[tokio::test]
+async fn a_panicking_stdin_stream_panics_the_caller() {
+    let input = tokio_stream::iter(0..10).map(|i| {
+        if i == 3 {
+            panic!("source bug");
+        }
+        format!("item {i}")
+    });
+    let cmd = child(&["count-stdin"]).stdin(Stdin::from_lines(input));
+    let err = bounded(
+        "a run with a panicking stdin stream",
+        tokio::spawn(async move { cmd.output_string().await }),
+    )
+    .await
+    .expect_err("the stream's panic was swallowed");
+    assert!(err.is_panic());
+    assert_eq!(*err.into_panic().downcast::<&str>().unwrap(), "source bug");
+}

@@ -346,10 +346,17 @@ impl RunningProcess {
     /// After exit: ends the task feeding a `Stdin` source. Nobody can read the data any more,
     /// and a `Stdin::from_lines` stream may never end on its own (an idle channel, a file
     /// tail), so the task is aborted rather than awaited.
+    ///
+    /// A `Stdin::from_lines` stream that panicked (which cut stdin short) has its panic resumed
+    /// here, on the caller's task, instead of passing for a clean end of input.
     pub(crate) async fn stop_feeding_stdin(&mut self) {
         if let Some(t) = self.stdin_task.take() {
             t.abort();
-            let _ = t.await;
+            if let Err(e) = t.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
         }
     }
 
