@@ -295,7 +295,11 @@ impl Command {
     /// - Linux: `PR_SET_PDEATHSIG` on the direct child, plus a per-owner *guardian* (a tiny
     ///   `/bin/sh` process started once, on first use) that, on seeing the owner die, writes
     ///   `cgroup.kill` into every cgroup the owner still had (or kills the registered process
-    ///   groups on the fallback mechanism) and removes them. Nothing per run.
+    ///   groups on the fallback mechanism) and removes them. Nothing per run. The parent-death
+    ///   signal follows the thread that created the child, so such children are created by
+    ///   one processkit thread that lives as long as the process: the child outlives a
+    ///   short-lived thread (a retired blocking-pool thread, a runtime in a scoped thread)
+    ///   that started it.
     /// - Windows: already guaranteed: the Job Object handle closes with the owner
     ///   (kill-on-close).
     /// - macOS/BSD: best effort: the guardian kills the registered process groups; there is no

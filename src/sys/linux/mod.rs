@@ -2,6 +2,7 @@
 //! process-group fallback (reported through [`Mechanism`]).
 
 pub(crate) mod cgroup;
+mod lasting;
 pub(crate) mod layout;
 pub(crate) mod limits;
 pub(crate) mod pool;
@@ -73,7 +74,23 @@ impl Container {
     }
 
     /// Spawns a child inside the container before it runs a single instruction of its program.
+    ///
+    /// A child armed with `PR_SET_PDEATHSIG` (`kill_on_parent_death`) is created by a thread
+    /// that lives as long as the process ([`lasting`]): the signal follows the creating
+    /// thread, not the process, and the calling thread may be a short-lived one.
     pub(crate) fn spawn(&self, req: SpawnRequest) -> io::Result<super::Child> {
+        if req.kill_on_parent_death {
+            // The child's pipes and pidfd register with the caller's runtime.
+            let rt = tokio::runtime::Handle::try_current().ok();
+            return lasting::run(move || {
+                let _in_rt = rt.as_ref().map(|h| h.enter());
+                self.spawn_here(req)
+            });
+        }
+        self.spawn_here(req)
+    }
+
+    fn spawn_here(&self, req: SpawnRequest) -> io::Result<super::Child> {
         match self {
             Container::Cgroup(c) => {
                 if req.kill_on_parent_death {
