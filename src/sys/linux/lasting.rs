@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn runs_on_one_lasting_thread_and_returns_borrowed_work() {
-        let data = vec![1, 2, 3];
+        let data = [1, 2, 3];
         let (sum, name_a) = run(|| {
             (
                 data.iter().sum::<i32>(),
