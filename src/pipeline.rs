@@ -974,7 +974,11 @@ pub(crate) fn start_native(
         upstream = downstream;
     }
     #[cfg(feature = "tracing")]
-    tracing::debug!(pipeline = %p, "processkit: pipeline started");
+    tracing::debug!(
+        // Program names only: an event never carries argument values (nor the environment).
+        programs = %p.stages.iter().map(|c| c.program_name()).collect::<Vec<_>>().join(" | "),
+        "processkit: pipeline started"
+    );
     let cancel_watch = watch_cancels(&stages, group.as_ref().map(|g| g.inner().clone()));
     Ok(RunningPipeline {
         stages,

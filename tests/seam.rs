@@ -917,6 +917,17 @@ mod tracing_events {
         assert!(events(&text, "cancel").is_empty());
     }
 
+    #[tokio::test]
+    async fn pipeline_events_carry_no_argv() {
+        capture();
+        let secret_arg = "pipeline-secret-789";
+        let chain = child(&["print", secret_arg]) | child(&["cat"]);
+        assert_eq!(chain.run().await.unwrap(), secret_arg);
+        let text = captured();
+        assert!(text.contains("pipeline started"), "{text}");
+        assert!(!text.contains(secret_arg), "argv leaked: {text}");
+    }
+
     #[cfg(feature = "cancellation")]
     #[tokio::test]
     async fn cancel_event() {
