@@ -342,6 +342,11 @@ async fn invalid_limits_are_refused() {
             ProcessGroupOptions::default().cpu_quota(f64::NAN),
             "cpu_quota",
         ),
+        // Finer than 1 ms per second: no kernel enforces it, so it is refused, not rounded up.
+        (
+            ProcessGroupOptions::default().cpu_quota(0.0005),
+            "cpu_quota",
+        ),
     ] {
         match ProcessGroup::with_options(opts) {
             Err(Error::ResourceLimit { what: w, .. }) => assert_eq!(w, what),

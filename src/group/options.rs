@@ -3,6 +3,10 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+
+/// The smallest CPU share a quota may ask for: 1 ms of CPU per second, the finest share Linux's
+/// CFS bandwidth control enforces (its shortest quota over its longest period).
+const MIN_CPU_QUOTA: f64 = 0.001;
 use crate::sys::ContainerOptions;
 
 /// Options for [`ProcessGroup::with_options`](crate::ProcessGroup::with_options).
@@ -57,7 +61,9 @@ impl ProcessGroupOptions {
     /// Caps how many processes the tree may hold at once; `fork` fails past it.
     ///
     /// # Platform
-    /// As [`memory_max`](Self::memory_max).
+    /// As [`memory_max`](Self::memory_max). On Linux the `pids` controller counts every task,
+    /// **threads included**: size the cap for the threads the tree runs (a multi-threaded
+    /// runtime in one child takes several). A Windows Job Object counts processes only.
     #[cfg(feature = "limits")]
     pub fn max_processes(mut self, count: u64) -> Self {
         self.max_processes = Some(count);
@@ -65,6 +71,9 @@ impl ProcessGroupOptions {
     }
 
     /// Caps CPU to a fraction of **one** core (`0.5` = half a core, `2.0` = two cores).
+    /// At least `0.001` (1 ms of CPU per second, the finest share Linux enforces); less is
+    /// refused with [`Error::ResourceLimit`] rather than rounded up. On Linux a share below
+    /// `0.01` is enforced over a longer CFS period (up to 1 s) instead of a coarser quota.
     ///
     /// # Platform
     /// As [`memory_max`](Self::memory_max); on Windows converted against the host's CPU count
@@ -113,6 +122,13 @@ impl ProcessGroupOptions {
                 return bad(
                     "cpu_quota",
                     "must be a positive, finite fraction of one core",
+                );
+            }
+            if q < MIN_CPU_QUOTA {
+                return bad(
+                    "cpu_quota",
+                    "must be at least 0.001 of a core (1 ms per second, the finest share the \
+                     kernels enforce)",
                 );
             }
         }

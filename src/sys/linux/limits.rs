@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 use super::layout::{plan_v2_with, AccessProbe, CgroupLayout, V2Plan, LEAF_NAME};
 use crate::sys::ContainerOptions;
 
-/// The CFS period written with a CPU quota, in microseconds.
+/// The CFS period written with a CPU quota, in microseconds (longer for a tiny quota).
 pub(crate) const CPU_PERIOD_US: u64 = 100_000;
+/// The longest CFS period the kernel accepts, in microseconds.
+const CPU_MAX_PERIOD_US: u64 = 1_000_000;
 /// The smallest quota the kernel accepts, in microseconds.
 const CPU_MIN_QUOTA_US: u64 = 1_000;
 
@@ -176,15 +178,25 @@ pub(crate) fn write_v2_limits(
     }
     if let (true, Some(q)) = (has("cpu"), opts.cpu_quota) {
         let file = dir.join("cpu.max");
-        write(&file, &format!("{} {CPU_PERIOD_US}", cpu_quota_us(q)))
-            .map_err(|e| fail("cpu_quota", &file, e))?;
+        let (quota, period) = cpu_quota_period(q);
+        write(&file, &format!("{quota} {period}")).map_err(|e| fail("cpu_quota", &file, e))?;
     }
     Ok(())
 }
 
-/// A fraction of one core as microseconds per [`CPU_PERIOD_US`] (at least 1 ms).
-pub(crate) fn cpu_quota_us(cores: f64) -> u64 {
-    ((cores * CPU_PERIOD_US as f64).round() as u64).max(CPU_MIN_QUOTA_US)
+/// A fraction of one core as `(quota, period)` in microseconds, for `cpu.max` (v2) and
+/// `cpu.cfs_quota_us` / `cpu.cfs_period_us` (v1): a 100 ms period, lengthened (up to the
+/// kernel's 1 s) when the quota would fall below the kernel's 1 ms minimum, so a small share is
+/// enforced as asked rather than rounded up. Shares below 0.001 (1 ms per second) are refused
+/// when the options are validated; here they clamp to that.
+pub(crate) fn cpu_quota_period(cores: f64) -> (u64, u64) {
+    let period = if cores * (CPU_PERIOD_US as f64) < CPU_MIN_QUOTA_US as f64 {
+        ((CPU_MIN_QUOTA_US as f64 / cores).ceil() as u64).clamp(CPU_PERIOD_US, CPU_MAX_PERIOD_US)
+    } else {
+        CPU_PERIOD_US
+    };
+    let quota = ((cores * period as f64).round() as u64).max(CPU_MIN_QUOTA_US);
+    (quota, period)
 }
 
 /// Writes an existing control file (never creates one). `O_TRUNC` is what a shell's `>` does;
@@ -257,6 +269,16 @@ mod tests {
 
     fn read(p: &Path) -> String {
         fs::read_to_string(p).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn a_small_cpu_share_lengthens_the_period_instead_of_rounding_up() {
+        assert_eq!(cpu_quota_period(0.5), (50_000, 100_000));
+        assert_eq!(cpu_quota_period(2.0), (200_000, 100_000));
+        assert_eq!(cpu_quota_period(0.01), (1_000, 100_000));
+        assert_eq!(cpu_quota_period(0.005), (1_000, 200_000));
+        assert_eq!(cpu_quota_period(0.001), (1_000, 1_000_000));
+        assert_eq!(cpu_quota_period(0.0001), (1_000, 1_000_000));
     }
 
     #[test]
@@ -369,7 +391,7 @@ mod tests {
         fs::write(dir.join("pids.max"), "max\n").unwrap();
         write_v2_limits(&dir, &o2, &only).unwrap();
         assert_eq!(read(&dir.join("pids.max")), "max");
-        assert_eq!(read(&dir.join("cpu.max")), "1000 100000");
+        assert_eq!(read(&dir.join("cpu.max")), "1000 1000000");
     }
 
     #[test]

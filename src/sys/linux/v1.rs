@@ -25,10 +25,6 @@ use super::layout::CgroupLayout;
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between teardown attempts.
 const REMOVE_STEP: Duration = Duration::from_millis(10);
-/// The CFS period written for a CPU quota, in microseconds.
-const CFS_PERIOD_US: u64 = 100_000;
-/// The smallest quota the kernel accepts, in microseconds.
-const CFS_MIN_QUOTA_US: u64 = 1_000;
 
 /// What a [`V1Group`] must provide.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,8 +34,9 @@ pub(crate) struct V1Want {
     pub memory_max: Option<u64>,
     /// Maximum number of tasks (`pids.max`). Requires `pids`.
     pub max_processes: Option<u64>,
-    /// CPU time as a fraction of one core (`cpu.cfs_quota_us` over a 100 ms period; at least
-    /// 1 ms). Must be finite and positive. Requires `cpu`.
+    /// CPU time as a fraction of one core (`cpu.cfs_quota_us` over `cpu.cfs_period_us`, as
+    /// [`cpu_quota_period`](super::limits::cpu_quota_period) picks them). Must be finite and
+    /// positive. Requires `cpu`.
     pub cpu_quota: Option<f64>,
     /// Also create `memory`, `pids` and `cpuacct` groups just for accounting. These are best
     /// effort: a controller that is not mounted, or a group that cannot be created, is skipped
@@ -192,10 +189,10 @@ impl V1Group {
             write_control(&file, &n.to_string()).map_err(|e| context(e, "pids", "write", &file))?;
         }
         if let (Some(q), Some(dir)) = (want.cpu_quota, group.dir("cpu")) {
+            let (quota_us, period_us) = super::limits::cpu_quota_period(q);
             let period = dir.join("cpu.cfs_period_us");
-            write_control(&period, &CFS_PERIOD_US.to_string())
+            write_control(&period, &period_us.to_string())
                 .map_err(|e| context(e, "cpu", "write", &period))?;
-            let quota_us = ((q * CFS_PERIOD_US as f64).round() as u64).max(CFS_MIN_QUOTA_US);
             let quota = dir.join("cpu.cfs_quota_us");
             write_control(&quota, &quota_us.to_string())
                 .map_err(|e| context(e, "cpu", "write", &quota))?;
