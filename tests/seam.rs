@@ -509,6 +509,40 @@ async fn mock_runner_honours_the_contract() {
 // Record / replay
 
 #[cfg(feature = "record")]
+/// A double refuses the input production refuses (so a test cannot pass on a command that
+/// would fail for real), but never touches the file system: a missing working directory is
+/// fine for a double, as the README's `CliClient` example needs.
+#[tokio::test]
+async fn doubles_refuse_what_production_refuses_and_stay_hermetic() {
+    let runner = ScriptedRunner::new().fallback(Reply::ok("x"));
+    let bad = [
+        Command::new("tool").timeout(Duration::ZERO),
+        Command::new("tool").inactivity_timeout(Duration::ZERO),
+        Command::new("tool").arg("a\0b"),
+        Command::new("tool").env("A=B", "1"),
+        Command::new(""),
+    ];
+    for cmd in &bad {
+        assert!(
+            matches!(runner.run(cmd).await, Err(Error::InvalidInput { .. })),
+            "{cmd:?}"
+        );
+        assert!(
+            matches!(
+                JobRunner::new().run(cmd).await,
+                Err(Error::InvalidInput { .. })
+            ),
+            "{cmd:?}"
+        );
+        assert!(matches!(
+            runner.start(cmd).await,
+            Err(Error::InvalidInput { .. })
+        ));
+    }
+    let elsewhere = Command::new("tool").current_dir("/no/such/dir/for/a/double");
+    assert_eq!(runner.run(&elsewhere).await.unwrap(), "x");
+}
+
 mod record {
     use super::*;
     use processkit::{Cassette, RecordReplayRunner};
@@ -750,8 +784,11 @@ mod record {
         assert!(replay.run(&cmd).await.unwrap_err().is_timeout());
     }
 
+    /// Any text a command can carry: every char but NUL (the OS cannot take one in an
+    /// argument or a variable, and the runners, doubles included, refuse it up front).
     fn arb_text() -> impl Strategy<Value = String> {
-        proptest::collection::vec(any::<char>(), 0..40).prop_map(|c| c.into_iter().collect())
+        proptest::collection::vec(any::<char>().prop_filter("no NUL", |c| *c != '\0'), 0..40)
+            .prop_map(|c| c.into_iter().collect())
     }
 
     proptest! {

@@ -205,6 +205,10 @@ impl Reply {
     }
 
     fn check_spawn(&self, cmd: &Command) -> Result<()> {
+        // The real runner's input checks come first, so a command a double accepts is one
+        // production accepts too (a zero timeout, a NUL byte, an `=` in an env name, ...).
+        // Not the file-system checks: a double stays hermetic (`/repo` need not exist).
+        verbs::validate_input(cmd)?;
         if self.not_found {
             return Err(Error::NotFound {
                 program: cmd.program_name(),
