@@ -333,10 +333,10 @@ pub(crate) fn spawn_watchdog(
                 match &idle {
                     Some((d, a)) => loop {
                         let due = crate::time::after(a.last(), *d);
-                        if Instant::now() >= due {
+                        if tokio::time::Instant::now() >= due {
                             break;
                         }
-                        tokio::time::sleep_until(due.into()).await;
+                        tokio::time::sleep_until(due).await;
                     },
                     None => std::future::pending().await,
                 }

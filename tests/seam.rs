@@ -283,6 +283,37 @@ async fn scripted_start_drives_wait_for_line() {
     assert_eq!((code, stderr.as_str()), (Some(0), "warn: dev mode\n"));
 }
 
+/// The inactivity timeout runs on tokio's clock like everything else: under a paused clock it
+/// is exact and instant, and steady output keeps it from firing.
+#[tokio::test(start_paused = true)]
+async fn inactivity_timeout_is_exact_under_a_paused_clock() {
+    let steady = ScriptedRunner::new().fallback(
+        Reply::lines(["1", "2", "3", "4", "5", "6"]).with_line_delay(Duration::from_secs(3)),
+    );
+    let r = steady
+        .output_string(&Command::new("tick").inactivity_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(
+        !r.timed_out(),
+        "a line every 3 s never leaves 5 s of silence"
+    );
+    assert_eq!(r.stdout().lines().count(), 6);
+
+    let silent = ScriptedRunner::new().fallback(Reply::pending());
+    let started = tokio::time::Instant::now();
+    let r = silent
+        .output_string(&Command::new("quiet").inactivity_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(r.timed_out());
+    let idle = started.elapsed();
+    assert!(
+        idle >= Duration::from_secs(5) && idle < Duration::from_millis(5100),
+        "{idle:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn scripted_pending_obeys_kill_and_timeout() {
     let runner = ScriptedRunner::new()

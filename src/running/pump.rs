@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use futures_core::Stream;
 use tokio::io::AsyncReadExt as _;
@@ -278,17 +277,18 @@ impl Pump {
     }
 }
 
-/// Last time any pump read a byte, for the inactivity timeout.
+/// Last time any pump read a byte, for the inactivity timeout. On tokio's clock, like the
+/// watchdog that reads it, so a test with a paused clock sees exact, instant idle timeouts.
 #[derive(Debug)]
 pub(crate) struct Activity {
-    start: Instant,
+    start: tokio::time::Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
     pub(crate) fn new() -> Activity {
         Activity {
-            start: Instant::now(),
+            start: tokio::time::Instant::now(),
             last_ms: AtomicU64::new(0),
         }
     }
@@ -299,7 +299,7 @@ impl Activity {
     }
 
     /// The instant of the last read.
-    pub(crate) fn last(&self) -> Instant {
+    pub(crate) fn last(&self) -> tokio::time::Instant {
         self.start + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
