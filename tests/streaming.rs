@@ -868,6 +868,22 @@ async fn a_panicking_line_handler_panics_the_caller() {
     })
     .await;
     assert_eq!(msg, "handler bug");
+
+    // A panic on the very last line is not lost by a `wait` / `finish_streamed` called at
+    // once: they let a handler's pump reach end-of-file first. Repeated: it was a race.
+    for _ in 0..20 {
+        let cmd = child(&["print", "line 00000500"]).on_stdout_line(boom);
+        let msg = panic_message(async move {
+            let mut run = cmd.start().await.unwrap();
+            run.wait().await
+        })
+        .await;
+        assert_eq!(msg, "handler bug");
+        let cmd = child(&["eprint", "line 00000500"]).on_stderr_line(boom);
+        let msg =
+            panic_message(async move { cmd.start().await.unwrap().finish_streamed().await }).await;
+        assert_eq!(msg, "handler bug");
+    }
 }
 
 /// A `Stdin::from_lines` stream that panics cuts stdin short; the run does not pass that off as

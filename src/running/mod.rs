@@ -213,6 +213,7 @@ impl RunningProcess {
         self.close_untaken_stdin();
         self.release_unread_stdout();
         let st = self.wait_exit().await;
+        self.settle_handler_pumps().await;
         self.resume_handler_panics();
         self.check_cancelled()?;
         Ok(self.reported_code(st?))
@@ -240,6 +241,42 @@ impl RunningProcess {
     pub(crate) fn resume_handler_panics(&self) {
         for p in [&self.stdout, &self.stderr].into_iter().flatten() {
             p.shared.resume_handler_panic();
+        }
+    }
+
+    /// After the exit, lets every pump that runs a line handler reach end-of-file (bounded in
+    /// a shared group, without giving up on it), so a handler's panic on the last lines is
+    /// seen by [`resume_handler_panics`](Self::resume_handler_panics). A stdout stream the
+    /// caller holds is left alone: its pump may be waiting for the caller to read.
+    async fn settle_handler_pumps(&mut self) {
+        let linger = self.drain_linger();
+        for p in [self.stdout.as_ref(), self.stderr.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !p.has_handler || p.shared.mode() == Mode::Channel {
+                continue;
+            }
+            match linger {
+                None => p.wait_done().await,
+                Some(d) => {
+                    let _ = tokio::time::timeout(d, p.wait_done()).await;
+                }
+            }
+        }
+    }
+
+    /// How long a finisher waits for a pump after the exit: unbounded when the run's own
+    /// container was torn down (nothing can hold the pipe), else a short grace.
+    fn drain_linger(&self) -> Option<std::time::Duration> {
+        match &self.owner {
+            Owner::Shared(_) => Some(SHARED_DRAIN_LINGER),
+            // The process-group mechanism cannot kill a descendant that left the group
+            // (`setsid`): one that still holds the pipe must not hang the run.
+            Owner::Private(g) if g.mechanism() == crate::Mechanism::ProcessGroup => {
+                Some(SHARED_DRAIN_LINGER)
+            }
+            _ => None,
         }
     }
 
@@ -332,6 +369,7 @@ impl RunningProcess {
         self.check_cancelled()?;
         let code = self.reported_code(st?);
         self.drain_after_exit_one(true).await;
+        self.settle_handler_pumps().await;
         self.resume_handler_panics();
         let stderr = match self.stderr.as_ref() {
             Some(p) => {
@@ -368,15 +406,7 @@ impl RunningProcess {
     }
 
     async fn drain_after_exit_one(&mut self, stderr: bool) {
-        let linger = match &self.owner {
-            Owner::Shared(_) => Some(SHARED_DRAIN_LINGER),
-            // The process-group mechanism cannot kill a descendant that left the group
-            // (`setsid`): one that still holds the pipe must not hang the run.
-            Owner::Private(g) if g.mechanism() == crate::Mechanism::ProcessGroup => {
-                Some(SHARED_DRAIN_LINGER)
-            }
-            _ => None,
-        };
+        let linger = self.drain_linger();
         let pump = if stderr {
             self.stderr.as_mut()
         } else {

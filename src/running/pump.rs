@@ -193,6 +193,8 @@ pub(crate) struct Pump {
     pub(crate) rx: Option<mpsc::Receiver<Batch>>,
     pool: Arc<Pool>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Whether a line handler runs on this pump (whose panic a finisher must not miss).
+    pub(crate) has_handler: bool,
 }
 
 impl Pump {
@@ -223,12 +225,14 @@ impl Pump {
             pool: pool.clone(),
             closed: false,
         };
+        let has_handler = handler.is_some();
         let task = tokio::spawn(run(reader, shared.clone(), out, handler, activity));
         Pump {
             shared,
             rx: Some(rx),
             pool,
             task: Some(task),
+            has_handler,
         }
     }
 
