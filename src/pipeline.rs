@@ -463,45 +463,66 @@ pub struct RunningPipeline {
     cut_short: Vec<bool>,
     over: bool,
     /// Kills the whole chain when a stage's token fires, so a live chain's stream ends too.
-    /// Held for its `Drop`, which stops the watch.
-    _cancel_watch: Option<CancelWatch>,
+    cancel_watch: Option<CancelWatch>,
 }
 
-/// The task behind `RunningPipeline::_cancel_watch`, aborted with the pipeline.
-struct CancelWatch(tokio::task::JoinHandle<()>);
+/// The watch that abandons the whole chain when a stage's token fires while the chain runs.
+struct CancelWatch {
+    task: tokio::task::JoinHandle<()>,
+    /// The program of the stage whose token abandoned the chain; set before the kill.
+    fired: Arc<std::sync::OnceLock<String>>,
+}
 
 impl Drop for CancelWatch {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
-/// Starts the watch that abandons the whole chain when any stage's token fires: a stage's own
-/// watchdog kills only that stage, and a descendant of it could hold the pipe to the next
-/// stage open for ever.
+/// Starts the watch that abandons the whole chain when any stage's token fires before the last
+/// stage exited (after that the chain's outcome is settled, as a single command's is once its
+/// child exited): a stage's own watchdog kills only that stage, and a descendant of it could
+/// hold the pipe to the next stage open for ever.
 fn watch_cancels(stages: &[Slot], private: Option<Arc<GroupInner>>) -> Option<CancelWatch> {
     let mut tokens = Vec::new();
     let mut controls = Vec::new();
     for s in stages {
         if let Slot::Live(rp) = s {
             if rp.flags.cancel.is_set() {
-                tokens.push(rp.flags.cancel.clone());
+                tokens.push((rp.meta.program.clone(), rp.flags.cancel.clone()));
             }
             controls.extend(rp.control.clone());
         }
     }
+    let last_exit = match stages.last() {
+        Some(Slot::Live(rp)) => rp.exit_rx.clone(),
+        _ => return None,
+    };
     if tokens.is_empty() {
         return None;
     }
-    Some(CancelWatch(tokio::spawn(async move {
-        crate::cancel::any_cancelled(&tokens).await;
+    let fired = Arc::new(std::sync::OnceLock::new());
+    let mark = fired.clone();
+    let task = tokio::spawn(async move {
+        let cancels: Vec<_> = tokens.iter().map(|(_, c)| c.clone()).collect();
+        crate::cancel::any_cancelled(&cancels).await;
+        if last_exit.borrow().is_some() {
+            return;
+        }
+        let program = tokens
+            .iter()
+            .find(|(_, c)| c.is_cancelled())
+            .map(|(p, _)| p.clone())
+            .unwrap_or_default();
+        let _ = mark.set(program);
         if let Some(g) = private {
             let _ = g.kill_all();
         }
         for c in controls {
             let _ = c.send(Control::Kill);
         }
-    })))
+    });
+    Some(CancelWatch { task, fired })
 }
 
 /// What a stage is right now.
@@ -731,50 +752,35 @@ impl RunningPipeline {
             return Ok(());
         }
         let deadline = self.deadline;
-        // A token on any stage abandons the whole chain: killing that stage alone would leave
-        // its descendants holding the pipe open, and the stages after it waiting for ever.
-        let cancels: Vec<(String, crate::cancel::Cancel)> = self
-            .stages
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Live(rp) if rp.flags.cancel.is_set() => {
-                    Some((rp.meta.program.clone(), rp.flags.cancel.clone()))
-                }
-                _ => None,
-            })
-            .collect();
         if let Some(Slot::Live(last)) = self.stages.last_mut() {
-            let tokens: Vec<_> = cancels.iter().map(|(_, c)| c.clone()).collect();
-            let expired = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
+            // A stage's token ends this wait too: the cancel watch kills every stage.
+            let exited = match deadline {
+                Some(d) => tokio::select! {
+                    biased;
+                    r = last.wait_exit() => Some(r),
+                    _ = tokio::time::sleep_until(d) => None,
+                },
+                None => Some(last.wait_exit().await),
             };
-            let ended = tokio::select! {
-                biased;
-                _ = crate::cancel::any_cancelled(&tokens) => End::Cancelled,
-                r = last.wait_exit() => End::Exited(r),
-                _ = expired => End::TimedOut,
-            };
-            match ended {
-                End::Exited(r) => {
+            match exited {
+                Some(r) => {
                     r?;
                 }
-                End::TimedOut => {
+                None => {
                     self.timed_out = true;
                     #[cfg(feature = "tracing")]
                     tracing::debug!("processkit: pipeline timed out; killing every stage");
                 }
-                End::Cancelled => {
-                    self.cancelled_by = cancels
-                        .iter()
-                        .find(|(_, c)| c.is_cancelled())
-                        .map(|(p, _)| p.clone());
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("processkit: pipeline cancelled; killing every stage");
-                }
             }
+        }
+        // The watch records the stage before it kills, so a chain it ended is known here.
+        self.cancelled_by = self
+            .cancel_watch
+            .as_ref()
+            .and_then(|w| w.fired.get().cloned());
+        #[cfg(feature = "tracing")]
+        if self.cancelled_by.is_some() {
+            tracing::debug!("processkit: pipeline cancelled; every stage was killed");
         }
         // Whatever still runs can no longer deliver output anywhere. A writer dies of SIGPIPE
         // at once, and a stage that closed its stdout before exiting (coreutils do, at exit) is
@@ -990,15 +996,8 @@ pub(crate) fn start_native(
         cancelled_by: None,
         cut_short: vec![false; n],
         over: false,
-        _cancel_watch: cancel_watch,
+        cancel_watch,
     })
-}
-
-/// How the wait for a chain's last stage ended.
-enum End {
-    Exited(Result<crate::sys::ExitInfo>),
-    TimedOut,
-    Cancelled,
 }
 
 /// Runs a native pipeline to completion.
@@ -1062,7 +1061,7 @@ pub(crate) async fn start_emulated<R: ProcessRunner + ?Sized>(
         cancelled_by: None,
         cut_short: vec![false; n],
         over: false,
-        _cancel_watch: None,
+        cancel_watch: None,
     })
 }
 

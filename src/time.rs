@@ -11,14 +11,13 @@ pub(crate) fn deadline_in(d: Duration) -> tokio::time::Instant {
     after(tokio::time::Instant::now(), d)
 }
 
-/// `at + d`, saturating at thirty years after `at`.
+/// `at + d`, with `d` capped at thirty years: an instant at the very edge of the clock's range
+/// would still overflow the timer's own arithmetic later (tokio adds to deadlines it is given).
 pub(crate) fn after<I>(at: I, d: Duration) -> I
 where
     I: Copy + CheckedAdd,
 {
-    at.checked_add_dur(d)
-        .or_else(|| at.checked_add_dur(FAR))
-        .unwrap_or(at)
+    at.checked_add_dur(d.min(FAR)).unwrap_or(at)
 }
 
 /// The instants `after` works on (std's and tokio's).
@@ -47,6 +46,11 @@ mod tests {
         let now = std::time::Instant::now();
         let far = after(now, Duration::MAX);
         assert!(far >= now + Duration::from_secs(86_400 * 365));
+        // Capped, not merely non-overflowing: far from the clock's edge.
+        assert!(far
+            .checked_add(Duration::from_secs(86_400 * 365 * 100))
+            .is_some());
+        assert_eq!(after(now, Duration::MAX - Duration::from_secs(1)), far);
         assert_eq!(
             after(now, Duration::from_secs(5)),
             now + Duration::from_secs(5)

@@ -628,3 +628,22 @@ async fn cancelling_a_stage_ends_a_live_chains_stream() {
     assert!(matches!(e, processkit::Error::Cancelled { .. }), "{e:?}");
     assert_dead_within(&[grandchild], std::time::Duration::from_secs(5));
 }
+
+/// Once the chain has exited its outcome is settled, as a single command's is once its child
+/// exited: a token firing before `finish` is called changes nothing.
+#[cfg(feature = "cancellation")]
+#[tokio::test]
+async fn a_token_firing_after_the_chain_exited_changes_nothing() {
+    use processkit::StreamExt;
+    let token = processkit::CancellationToken::new();
+    let chain = Command::new(pk_child()).args(["print", "x"])
+        | Command::new(pk_child()).arg("cat").cancel_on(token.clone());
+    let mut live = chain.start().await.unwrap();
+    let lines: Vec<String> = live.stdout_lines().collect().await;
+    assert_eq!(lines, ["x"]);
+    // The end of the stream is not the exit: wait for the exit itself.
+    assert!(wait_until_async(std::time::Duration::from_secs(10), || live.has_exited()).await);
+    token.cancel();
+    let r = live.finish().await.unwrap();
+    assert_eq!(r.code(), Some(0));
+}
