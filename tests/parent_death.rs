@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Starts pk-owner, waits for its tree, SIGKILLs it (`TerminateProcess` on Windows), and
 /// returns (child, grandchild, setsid grandchild) pids plus the owner pid. (On Windows the
 /// "setsid" grandchild is a plain quiet one: there are no sessions.)
-fn kill_owner(env: &[(&str, &str)]) -> ([u32; 3], u32) {
+fn kill_owner(env: &[(&str, &str)]) -> ([u32; 3], u32, CleanupOnPanic) {
     let dir = tempdir();
     let mut cmd = std::process::Command::new(pk_owner());
     cmd.arg(dir.path()).stdout(Stdio::piped());
@@ -22,6 +22,11 @@ fn kill_owner(env: &[(&str, &str)]) -> ([u32; 3], u32) {
         cmd.env(k, v);
     }
     let mut o = cmd.spawn().unwrap();
+    let mut cleanup = CleanupOnPanic {
+        dir: dir.path().to_owned(),
+        owner: o.id(),
+        tree: Vec::new(),
+    };
     let mut line = String::new();
     BufReader::new(o.stdout.take().unwrap())
         .read_line(&mut line)
@@ -29,15 +34,49 @@ fn kill_owner(env: &[(&str, &str)]) -> ([u32; 3], u32) {
     assert_eq!(line.trim(), "ready");
     let pid = |n: &str| read_pid_file(&dir.path().join(n), Duration::from_secs(5));
     let tree = [pid("child.pid"), pid("grand.pid"), pid("setsid.pid")];
+    cleanup.tree = tree.to_vec();
     assert!(tree.iter().all(|p| pid_alive(*p)));
     o.kill().unwrap(); // SIGKILL: no Drop runs in the owner
     o.wait().unwrap();
-    (tree, o.id())
+    (tree, o.id(), cleanup)
+}
+
+/// Should the test fail (the owner did not get its tree up, or the tree outlived it), it still
+/// leaves nothing behind: the owner, every pid its tree wrote, the owner's cgroups. Held until
+/// the end of the test.
+struct CleanupOnPanic {
+    dir: std::path::PathBuf,
+    owner: u32,
+    /// The tree's pids, once read (the directory goes with `kill_owner`'s return).
+    tree: Vec<u32>,
+}
+
+impl Drop for CleanupOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        kill_pid(self.owner);
+        for &pid in &self.tree {
+            kill_pid(pid);
+        }
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "pid") {
+                if let Some(pid) = std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                {
+                    kill_pid(pid);
+                }
+            }
+        }
+        remove_cgroups_of(self.owner);
+    }
 }
 
 #[test]
 fn whole_tree_dies_with_a_sigkilled_owner() {
-    let (tree, owner_pid) = kill_owner(&[]);
+    let (tree, owner_pid, _cleanup) = kill_owner(&[]);
     // Child, background grandchild and setsid grandchild: all dead within a second.
     let dead = wait_until(Duration::from_secs(1), || {
         tree.iter().all(|p| !pid_alive(*p))
@@ -64,7 +103,7 @@ fn whole_tree_dies_with_a_sigkilled_owner() {
 #[cfg(target_os = "linux")]
 #[test]
 fn fallback_tree_dies_with_a_sigkilled_owner() {
-    let (tree, owner_pid) = kill_owner(&[("PROCESSKIT_MECHANISM", "process-group")]);
+    let (tree, owner_pid, _cleanup) = kill_owner(&[("PROCESSKIT_MECHANISM", "process-group")]);
     // The process-group mechanism reaches the child and its background grandchild; the setsid
     // grandchild left the group (the documented weakness of that mechanism).
     let dead = wait_until(Duration::from_secs(1), || {
