@@ -920,6 +920,8 @@ fn combine(
         stderr_dropped: rep.stderr_dropped,
         attempts: 1,
         stages: infos.into_iter().map(|i| i.outcome).collect(),
+        // A chain's deadline is reported from the pipeline's own timeout by its callers.
+        expired_after: None,
     }
 }
 

@@ -26,6 +26,9 @@ pub struct ProcessResult<T = String> {
     pub(crate) stderr_dropped: u64,
     pub(crate) attempts: u32,
     pub(crate) stages: Vec<StageOutcome>,
+    /// Which limit ended a timed-out run (the timeout or the inactivity timeout), when the
+    /// watchdog knows; for [`Error::Timeout`](crate::Error::Timeout)'s `timeout`.
+    pub(crate) expired_after: Option<Duration>,
 }
 
 /// One stage of a pipeline as it ended, like an entry of bash's `PIPESTATUS`.
@@ -146,6 +149,7 @@ impl<T> ProcessResult<T> {
             stderr_dropped: self.stderr_dropped,
             attempts: self.attempts,
             stages: self.stages,
+            expired_after: self.expired_after,
         }
     }
 }
@@ -172,6 +176,7 @@ impl ProcessResult<Vec<u8>> {
             stderr_dropped: 0,
             attempts: 1,
             stages: Vec::new(),
+            expired_after: None,
         }
     }
 }

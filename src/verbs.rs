@@ -310,7 +310,7 @@ pub(crate) fn spawn_watchdog(
     if cmd.timeout.is_none() && cmd.inactivity_timeout.is_none() && !cancel.is_set() {
         return None;
     }
-    let deadline = cmd.timeout.map(crate::time::deadline_in);
+    let deadline = cmd.timeout.map(|t| (t, crate::time::deadline_in(t)));
     let idle = cmd.inactivity_timeout.zip(activity);
     let grace = cmd.timeout_grace;
     Some(tokio::spawn(async move {
@@ -325,7 +325,10 @@ pub(crate) fn spawn_watchdog(
         let expired = async {
             let timed = async {
                 match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
+                    Some((limit, d)) => {
+                        tokio::time::sleep_until(d).await;
+                        limit
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -334,7 +337,7 @@ pub(crate) fn spawn_watchdog(
                     Some((d, a)) => loop {
                         let due = crate::time::after(a.last(), *d);
                         if tokio::time::Instant::now() >= due {
-                            break;
+                            break *d;
                         }
                         tokio::time::sleep_until(due).await;
                     },
@@ -342,8 +345,8 @@ pub(crate) fn spawn_watchdog(
                 }
             };
             tokio::select! {
-                _ = timed => {}
-                _ = idle_fired => {}
+                limit = timed => limit,
+                limit = idle_fired => limit,
             }
         };
         let mut rx = exit_rx.clone();
@@ -358,7 +361,8 @@ pub(crate) fn spawn_watchdog(
                 crate::trace::cancel(&who.program, who.pid, who.started.elapsed());
             }
             _ = exited => {}
-            _ = expired => {
+            limit = expired => {
+                let _ = flags.expired_limit.set(limit);
                 flags.timed_out.store(true, Ordering::SeqCst);
                 crate::trace::timeout(&who.program, who.pid, who.started.elapsed(), grace.is_some());
                 if let Some(g) = grace {
@@ -438,6 +442,7 @@ pub(crate) async fn collect(mut rp: RunningProcess) -> Result<ProcessResult<Vec<
         stderr_dropped,
         attempts: 1,
         stages: Vec::new(),
+        expired_after: rp.flags.expired_limit.get().copied(),
     })
 }
 
@@ -502,13 +507,18 @@ pub(crate) fn non_zero(r: &ProcessResult<String>) -> Error {
     }
 }
 
-/// Which limit a timed-out run hit, for [`Error::Timeout`]'s `timeout`: the overall deadline
-/// when the run lasted that long, else the inactivity timeout.
-pub(crate) fn expired_limit(cmd: &Command, elapsed: Duration) -> Option<Duration> {
-    match (cmd.timeout, cmd.inactivity_timeout) {
+/// Which limit a timed-out run hit, for [`Error::Timeout`]'s `timeout`: what the watchdog
+/// recorded when it fired; else (a replayed timeout) the overall deadline when the run lasted
+/// that long, or the inactivity timeout.
+pub(crate) fn expired_limit(
+    cmd: &Command,
+    recorded: Option<Duration>,
+    elapsed: Duration,
+) -> Option<Duration> {
+    recorded.or(match (cmd.timeout, cmd.inactivity_timeout) {
         (Some(t), Some(idle)) => Some(if elapsed >= t { t } else { idle }),
         (t, idle) => t.or(idle),
-    }
+    })
 }
 
 /// Rejects input the OS cannot take, naming the culprit: [`validate_input`], then what the

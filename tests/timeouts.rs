@@ -992,3 +992,22 @@ mod cancellation {
         assert_eq!(counter(&c), 1, "no attempt after the cancel");
     }
 }
+
+/// `Error::Timeout` names the limit that fired, even when a grace period stretched the run past
+/// the other one. Unix: the child has to shrug off SIGTERM for the grace to be used up.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_timeout_error_names_the_limit_that_fired() {
+    let cmd = child(&["ignore-term", ";", "print", "hi", ";", "sleep-forever"])
+        .inactivity_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_millis(700))
+        .timeout_grace(Duration::from_millis(1200));
+    match cmd.run().await {
+        Err(Error::Timeout { timeout, .. }) => assert_eq!(timeout, Duration::from_millis(300)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    match cmd.first_line(|l| l == "never").await {
+        Err(Error::Timeout { timeout, .. }) => assert_eq!(timeout, Duration::from_millis(300)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}

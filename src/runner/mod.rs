@@ -207,7 +207,7 @@ pub trait ProcessRunnerExt: ProcessRunner {
     fn run<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<String>> + Send + 'a {
         async move {
             let r = self.output_string(cmd).await?;
-            verbs::check_finished(&r, verbs::expired_limit(cmd, r.duration))?;
+            verbs::check_finished(&r, verbs::expired_limit(cmd, r.expired_after, r.duration))?;
             if r.code != Some(0) {
                 return Err(verbs::non_zero(&r));
             }
@@ -247,7 +247,7 @@ pub trait ProcessRunnerExt: ProcessRunner {
         async move {
             let r = crate::retry::output_with_retry(self, cmd).await?;
             let r = r.map_stdout(|_| String::new());
-            verbs::check_finished(&r, verbs::expired_limit(cmd, r.duration))?;
+            verbs::check_finished(&r, verbs::expired_limit(cmd, r.expired_after, r.duration))?;
             Ok(r.code.unwrap_or(-1))
         }
     }
@@ -265,7 +265,7 @@ pub trait ProcessRunnerExt: ProcessRunner {
         async move {
             let r = crate::retry::output_with_retry(self, cmd).await?;
             let r = verbs::to_string_result(r, crate::Encoding::Utf8Lossy)?;
-            verbs::check_finished(&r, verbs::expired_limit(cmd, r.duration))?;
+            verbs::check_finished(&r, verbs::expired_limit(cmd, r.expired_after, r.duration))?;
             match r.code {
                 Some(0) => Ok(true),
                 Some(1) => Ok(false),
@@ -324,8 +324,12 @@ pub trait ProcessRunnerExt: ProcessRunner {
                 return Err(Error::Timeout {
                     program: rp.meta.program.clone(),
                     command_line: cmd.command_line(),
-                    timeout: verbs::expired_limit(cmd, rp.elapsed())
-                        .unwrap_or_else(|| rp.elapsed()),
+                    timeout: verbs::expired_limit(
+                        cmd,
+                        rp.flags.expired_limit.get().copied(),
+                        rp.elapsed(),
+                    )
+                    .unwrap_or_else(|| rp.elapsed()),
                     stdout: String::new(),
                     stderr,
                     attempts: 1,

@@ -59,6 +59,9 @@ pub(crate) struct RunFlags {
     pub(crate) oom_baseline: std::sync::OnceLock<u64>,
     /// The run's cancellation token, for [`RunFlags::is_cancelled`].
     pub(crate) cancel: crate::cancel::Cancel,
+    /// Which limit the watchdog enforced (`timeout` or `inactivity_timeout`), set before
+    /// `timed_out`.
+    pub(crate) expired_limit: std::sync::OnceLock<std::time::Duration>,
 }
 
 impl RunFlags {
