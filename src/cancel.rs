@@ -78,6 +78,19 @@ pub(crate) fn precheck(cmd: &Command) -> Result<()> {
     Ok(())
 }
 
+/// `cmd` without its token (a clone), when it has one. A native pipeline's stages run so: the
+/// chain watches every stage's token itself, and abandons the whole chain while it runs.
+pub(crate) fn without_token(cmd: &Command) -> Option<Command> {
+    #[cfg(feature = "cancellation")]
+    if cmd.cancel.is_some() {
+        let mut own = cmd.clone();
+        own.cancel = None;
+        return Some(own);
+    }
+    let _ = cmd;
+    None
+}
+
 /// Sleeps for `d` unless `cmd`'s token fires first ([`Error::Cancelled`]).
 pub(crate) async fn sleep(cmd: &Command, d: Duration) -> Result<()> {
     let cancel = Cancel::of(cmd);

@@ -233,7 +233,10 @@ impl Pipeline {
     }
 
     /// Rejects a chain the verbs cannot run, before anything is spawned.
-    fn validate(&self) -> Result<()> {
+    /// Rejects a chain before anything starts: no stage, a zero timeout, any stage's bad input
+    /// (`real`: also what the file system must provide, as a real spawn checks; a double stays
+    /// hermetic), and any stage's token already cancelled, so nothing is spawned at all.
+    fn validate(&self, real: bool) -> Result<()> {
         let program = self
             .stages
             .first()
@@ -250,7 +253,14 @@ impl Pipeline {
             ));
         }
         for cmd in &self.stages {
-            verbs::validate(cmd)?;
+            if real {
+                verbs::validate(cmd)?;
+            } else {
+                verbs::validate_input(cmd)?;
+            }
+        }
+        for cmd in &self.stages {
+            crate::cancel::precheck(cmd)?;
         }
         Ok(())
     }
@@ -369,7 +379,7 @@ impl<R: ProcessRunner + ?Sized> PipelineWith<'_, R> {
     /// Dropping the future kills every stage (with a [`ProcessGroup`] runner, only the stages
     /// themselves; what they spawned dies with the group).
     pub async fn output_bytes(&self) -> Result<ProcessResult<Vec<u8>>> {
-        self.pipeline.validate()?;
+        self.pipeline.validate(false)?;
         self.runner.output_pipeline(self.pipeline).await
     }
 
@@ -415,7 +425,7 @@ impl<R: ProcessRunner + ?Sized> PipelineWith<'_, R> {
     /// # Cancel safety
     /// As [`Pipeline::start`]: a dropped future leaves nothing running.
     pub async fn start(&self) -> Result<RunningPipeline> {
-        self.pipeline.validate()?;
+        self.pipeline.validate(false)?;
         self.runner.start_pipeline(self.pipeline).await
     }
 }
@@ -483,14 +493,20 @@ impl Drop for CancelWatch {
 /// stage exited (after that the chain's outcome is settled, as a single command's is once its
 /// child exited): a stage's own watchdog kills only that stage, and a descendant of it could
 /// hold the pipe to the next stage open for ever.
-fn watch_cancels(stages: &[Slot], private: Option<Arc<GroupInner>>) -> Option<CancelWatch> {
-    let mut tokens = Vec::new();
+fn watch_cancels(
+    p: &Pipeline,
+    stages: &[Slot],
+    private: Option<Arc<GroupInner>>,
+) -> Option<CancelWatch> {
+    let tokens: Vec<_> = p
+        .stages
+        .iter()
+        .map(|cmd| (cmd.program_name(), crate::cancel::Cancel::of(cmd)))
+        .filter(|(_, c)| c.is_set())
+        .collect();
     let mut controls = Vec::new();
     for s in stages {
         if let Slot::Live(rp) = s {
-            if rp.flags.cancel.is_set() {
-                tokens.push((rp.meta.program.clone(), rp.flags.cancel.clone()));
-            }
             controls.extend(rp.control.clone());
         }
     }
@@ -943,7 +959,7 @@ pub(crate) fn start_native(
     shared: Option<Arc<GroupInner>>,
     purpose: Purpose,
 ) -> Result<RunningPipeline> {
-    p.validate()?;
+    p.validate(true)?;
     let (group, inner) = match shared {
         Some(inner) => (None, inner),
         None => {
@@ -972,8 +988,10 @@ pub(crate) fn start_native(
         // Both pipe ends move into the spawn request and are closed in this process as soon as
         // the spawn returns; on error, the stages already started are killed when `stages` (and
         // a private `group`) drop.
+        // The chain watches the stage's token (`watch_cancels`), not the stage itself.
+        let own = crate::cancel::without_token(cmd);
         let rp = verbs::start_with(
-            cmd,
+            own.as_ref().unwrap_or(cmd),
             Scope::Shared(inner.clone()),
             stage_purpose,
             Some(StageStdio { stdin, stdout }),
@@ -987,7 +1005,7 @@ pub(crate) fn start_native(
         programs = %p.stages.iter().map(|c| c.program_name()).collect::<Vec<_>>().join(" | "),
         "processkit: pipeline started"
     );
-    let cancel_watch = watch_cancels(&stages, group.as_ref().map(|g| g.inner().clone()));
+    let cancel_watch = watch_cancels(p, &stages, group.as_ref().map(|g| g.inner().clone()));
     Ok(RunningPipeline {
         stages,
         meta: stage_meta(p),
@@ -1021,7 +1039,7 @@ pub(crate) async fn output_emulated<R: ProcessRunner + ?Sized>(
     runner: &R,
     p: &Pipeline,
 ) -> Result<ProcessResult<Vec<u8>>> {
-    p.validate()?;
+    p.validate(false)?;
     let started = Instant::now();
     let (infos, stdout, stdout_dropped, timed_out) = emulate(runner, p, p.stages.len()).await?;
     Ok(combine(
@@ -1041,7 +1059,7 @@ pub(crate) async fn start_emulated<R: ProcessRunner + ?Sized>(
     runner: &R,
     p: &Pipeline,
 ) -> Result<RunningPipeline> {
-    p.validate()?;
+    p.validate(false)?;
     let started = Instant::now();
     let deadline = p.timeout.map(crate::time::deadline_in);
     let n = p.stages.len();

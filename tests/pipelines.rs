@@ -647,3 +647,33 @@ async fn a_token_firing_after_the_chain_exited_changes_nothing() {
     let r = live.finish().await.unwrap();
     assert_eq!(r.code(), Some(0));
 }
+
+/// A token already cancelled on any stage, even a later one, spawns nothing at all: the chain
+/// is refused before its first stage starts, for real runs and through doubles alike.
+#[cfg(feature = "cancellation")]
+#[tokio::test]
+async fn a_pre_cancelled_later_stage_spawns_nothing() {
+    let dir = tempdir();
+    let pf = dir.path().join("first.pid");
+    let token = processkit::CancellationToken::new();
+    token.cancel();
+    let chain =
+        Command::new(pk_child()).args(["pidfile", pf.to_str().unwrap(), ";", "sleep-forever"])
+            | Command::new(pk_child()).arg("cat").cancel_on(token.clone());
+    let e = chain.output_string().await.unwrap_err();
+    assert!(matches!(e, processkit::Error::Cancelled { .. }), "{e:?}");
+    let Err(e) = chain.start().await else {
+        panic!("a pre-cancelled chain started");
+    };
+    assert!(matches!(e, processkit::Error::Cancelled { .. }), "{e:?}");
+    assert!(!pf.exists(), "the first stage was spawned");
+
+    let double = processkit::ScriptedRunner::new().fallback(processkit::Reply::ok("x\n"));
+    let e = chain
+        .with_runner(&double)
+        .output_string()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, processkit::Error::Cancelled { .. }), "{e:?}");
+    assert_eq!(double.answered(), 0);
+}

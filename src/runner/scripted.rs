@@ -493,12 +493,23 @@ impl ProcessRunner for ScriptedRunner {
         cmd: &'a Command,
     ) -> BoxFuture<'a, Result<ProcessResult<Vec<u8>>>> {
         Box::pin(async move {
+            admit(cmd)?;
             let reply = self.pick(cmd)?;
             reply.play_output(cmd).await
         })
     }
 
     fn start<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<RunningProcess>> {
-        Box::pin(async move { self.pick(cmd)?.start(cmd) })
+        Box::pin(async move {
+            admit(cmd)?;
+            self.pick(cmd)?.start(cmd)
+        })
     }
+}
+
+/// What a real run checks before anything starts, in the same order: bad input, then a token
+/// already cancelled. Before a reply is picked, so a refused run uses none up.
+fn admit(cmd: &Command) -> Result<()> {
+    verbs::validate_input(cmd)?;
+    crate::cancel::precheck(cmd)
 }
