@@ -352,7 +352,20 @@ impl<R: ProcessRunner + ?Sized> PipelineWith<'_, R> {
     /// Dropping the future kills every stage (with a [`ProcessGroup`] runner, only the stages
     /// themselves; what they spawned dies with the group).
     pub async fn run(&self) -> Result<String> {
-        let r = self.output_string().await?;
+        let r = self.output_bytes().await?;
+        // A failed chain reports its own error; strict decoding must not mask it.
+        let failed = r.timed_out
+            || if r.stages.is_empty() {
+                !r.success()
+            } else {
+                r.stages.iter().any(|s| !s.unchecked && !s.success())
+            };
+        let encoding = if !failed {
+            self.pipeline.last().encoding
+        } else {
+            crate::Encoding::Utf8Lossy
+        };
+        let r = verbs::to_string_result(r, encoding)?;
         check_run(&r, self.pipeline.timeout)?;
         Ok(r.stdout.trim().to_owned())
     }

@@ -294,7 +294,7 @@ fn is_continuation(b: u8) -> bool {
 
 /// How many bytes at the end of `bytes` are the start of a UTF-8 character that is not
 /// complete (0 when it ends on a character boundary, or is not UTF-8 there at all).
-fn utf8_partial_suffix(bytes: &[u8]) -> usize {
+pub(crate) fn utf8_partial_suffix(bytes: &[u8]) -> usize {
     let n = bytes.len();
     for back in 1..=n.min(4) {
         let b = bytes[n - back];

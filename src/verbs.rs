@@ -448,9 +448,16 @@ pub(crate) async fn collect(mut rp: RunningProcess) -> Result<ProcessResult<Vec<
 
 /// Decodes stdout per the command's encoding.
 pub(crate) fn to_string_result(
-    r: ProcessResult<Vec<u8>>,
+    mut r: ProcessResult<Vec<u8>>,
     encoding: Encoding,
 ) -> Result<ProcessResult<String>> {
+    if encoding == Encoding::Utf8Strict && (r.timed_out || r.code.is_none()) {
+        // Killed mid-write: the kill, not the child, may have cut the last character in two.
+        // Only that final partial character is forgiven (and counted as dropped).
+        let cut = crate::stdio::utf8_partial_suffix(&r.stdout);
+        r.stdout.truncate(r.stdout.len() - cut);
+        r.stdout_dropped += cut as u64;
+    }
     match encoding {
         Encoding::Utf8Lossy => Ok(r.map_stdout(|b| match String::from_utf8(b) {
             Ok(s) => s,

@@ -323,3 +323,42 @@ async fn a_script_with_a_missing_interpreter_is_not_a_missing_program() {
         .unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
 }
+
+/// Under strict encoding a failed run still reports its own error: a non-zero exit or a
+/// timeout is not masked by `InvalidUtf8`, and a kill that cut the last character in two is not
+/// blamed on the child.
+#[tokio::test]
+async fn strict_encoding_never_masks_the_runs_own_error() {
+    // "ok " then the first two bytes of "€": invalid only because the output stops there.
+    let e = child(&["hex", "6f6b20e282", ";", "exit", "3"])
+        .encoding(Encoding::Utf8Strict)
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NonZeroExit { code: 3, .. }), "{e:?}");
+    let cut = child(&["hex", "6f6b20e282", ";", "sleep-forever"])
+        .encoding(Encoding::Utf8Strict)
+        .timeout(Duration::from_millis(300));
+    let e = cut.run().await.unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    let r = cut.output_string().await.unwrap();
+    assert!(r.timed_out());
+    assert_eq!(r.stdout(), "ok ");
+    assert_eq!(r.stdout_dropped(), 2);
+    // A child that finished on its own with a broken character is still an encoding error.
+    let e = child(&["hex", "6f6b20e282"])
+        .encoding(Encoding::Utf8Strict)
+        .output_string()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidUtf8 { valid_up_to: 3, .. }),
+        "{e:?}"
+    );
+    let e = (child(&["hex", "6f6b20e282", ";", "exit", "4"])
+        | child(&["cat"]).encoding(Encoding::Utf8Strict))
+    .run()
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::NonZeroExit { code: 4, .. }), "{e:?}");
+}

@@ -206,7 +206,15 @@ pub trait ProcessRunnerExt: ProcessRunner {
     /// leaves nothing running (with [`JobRunner`], the whole tree is killed).
     fn run<'a>(&'a self, cmd: &'a Command) -> impl Future<Output = Result<String>> + Send + 'a {
         async move {
-            let r = self.output_string(cmd).await?;
+            let r = crate::retry::output_with_retry(self, cmd).await?;
+            // A failed run reports its own error (exit code, timeout, signal), which strict
+            // decoding must not mask: its stdout is then only the error's payload.
+            let encoding = if r.success() {
+                cmd.encoding
+            } else {
+                crate::Encoding::Utf8Lossy
+            };
+            let r = verbs::to_string_result(r, encoding)?;
             verbs::check_finished(&r, verbs::expired_limit(cmd, r.expired_after, r.duration))?;
             if r.code != Some(0) {
                 return Err(verbs::non_zero(&r));
