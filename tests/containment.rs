@@ -311,3 +311,36 @@ async fn child_runs_inside_its_own_cgroup() {
     let v2 = own.lines().find(|l| l.starts_with("0::")).unwrap();
     assert!(v2.contains(&format!("/pk-{}-", std::process::id())), "{v2}");
 }
+
+/// Changing the uid or gid clears the parent-death signal, so it must be armed after the drop:
+/// a `kill_on_parent_death` child that also drops privileges still has it. Linux (PDEATHSIG)
+/// and root only (the drop needs it); `fallback.rs` checks the process-group mechanism.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_parent_death_signal_survives_a_privilege_drop() {
+    if !std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+    {
+        eprintln!("skipped: not root");
+        return;
+    }
+    // A copy the target user can reach (a test's temp dir is private by default).
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("pk-child");
+    copy_pk_child(&exe);
+    let out = Command::new(&exe)
+        .arg("pdeathsig")
+        .kill_on_parent_death()
+        .uid(65534)
+        .gid(65534)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(out, "pdeathsig=9");
+}

@@ -81,3 +81,81 @@ async fn limits_are_refused_not_silently_dropped() {
         "{e:?}"
     );
 }
+
+/// The parent-death signal on the fallback mechanism: armed after a privilege drop (which
+/// would clear it), and a child created on processkit's lasting thread outlives the short-lived
+/// thread that started it. Linux only (PDEATHSIG); the drop needs root.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_parent_death_signal_on_the_fallback_mechanism() {
+    force_fallback();
+    let dir = tempdir();
+    let ticks = dir.path().join("ticks");
+    let ticks_arg = ticks.to_str().unwrap().to_owned();
+    let (group, run) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let group = ProcessGroup::new().unwrap();
+            assert_eq!(group.mechanism(), Mechanism::ProcessGroup);
+            let run = rt
+                .block_on(
+                    group.start(
+                        &Command::new(pk_child())
+                            .args(["tick", &ticks_arg, "10"])
+                            .kill_on_parent_death(),
+                    ),
+                )
+                .unwrap();
+            (group, run)
+        })
+        .join()
+        .unwrap()
+    });
+    let read = || -> u64 {
+        std::fs::read_to_string(&ticks)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let after_join = read();
+    assert!(
+        wait_until(Duration::from_secs(10), || read() >= after_join + 5),
+        "the child died with the thread that started it"
+    );
+    let pid = run.pid();
+    drop(run);
+    drop(group);
+    assert_dead_within(&[pid], Duration::from_secs(10));
+
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if is_root {
+        use std::os::unix::fs::PermissionsExt;
+        let open = tempdir();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = open.path().join("pk-child");
+        copy_pk_child(&exe);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = rt
+            .block_on(
+                Command::new(&exe)
+                    .arg("pdeathsig")
+                    .kill_on_parent_death()
+                    .uid(65534)
+                    .gid(65534)
+                    .run(),
+            )
+            .unwrap();
+        assert_eq!(out, "pdeathsig=9");
+    }
+}

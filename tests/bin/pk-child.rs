@@ -28,6 +28,7 @@
 //! | `count-stdin` | read stdin to EOF, print `stdin-bytes={n}` |
 //! | `close-stdin` | close fd 0 / the stdin handle |
 //! | `close-stdout` | flush, then close fd 1 / the stdout handle (the process keeps running) |
+//! | `pdeathsig` | print `pdeathsig={n}`: the parent-death signal armed (Linux; `0` elsewhere) |
 //! | `spawn MODE PIDFILE` | start a copy of this binary running `pidfile PIDFILE ; sleep-forever`, wait (10 s at most) until PIDFILE exists, and go on without waiting for it. MODE: `bg` (inherits stdio), `quiet` (null stdio), `setsid` (Unix: new session, inherits stdio), `setsid-quiet` (both), `daemon` (double fork: an intermediate copy runs `spawn setsid-quiet PIDFILE ; exit 0` and is reaped) |
 //! | `tree N DIR` | N `quiet` grandchildren writing `DIR/0.pid` .. `DIR/{N-1}.pid`; waits for all files |
 //! | `forkstorm N` | try to start N `quiet` `sleep-forever` children; print `spawned={k} failed={N-k}` |
@@ -136,6 +137,7 @@ enum Action {
     CountStdin,
     CloseStdin,
     CloseStdout,
+    Pdeathsig,
     Spawn(Mode, PathBuf),
     Tree(usize, PathBuf),
     Forkstorm(usize),
@@ -290,6 +292,10 @@ fn parse_action(seg: &[OsString]) -> R<Action> {
         "close-stdout" => {
             arity(0, 0)?;
             Action::CloseStdout
+        }
+        "pdeathsig" => {
+            arity(0, 0)?;
+            Action::Pdeathsig
         }
         "spawn" => {
             arity(2, 2)?;
@@ -584,6 +590,7 @@ impl Ctx {
                 self.line(&format!("stdin-bytes={total}"))?;
             }
             Action::CloseStdin => close_std(Std::In),
+            Action::Pdeathsig => self.line(&format!("pdeathsig={}", pdeathsig()))?,
             Action::CloseStdout => {
                 self.flush()?;
                 close_std(Std::Out);
@@ -1065,6 +1072,22 @@ fn self_command(mode: Mode, args: &[&OsStr]) -> io::Result<Command> {
         }
     }
     Ok(cmd)
+}
+
+/// The parent-death signal armed for this process (`prctl(PR_GET_PDEATHSIG)`).
+#[cfg(target_os = "linux")]
+fn pdeathsig() -> i32 {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer, which points at `sig`.
+    unsafe {
+        libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int);
+    }
+    sig
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pdeathsig() -> i32 {
+    0
 }
 
 /// Which standard stream `close_std` closes.

@@ -350,22 +350,6 @@ unsafe fn child_steps(ctx: &ChildCtx) -> libc::c_int {
                 return -r as libc::c_int;
             }
         }
-        if ctx.pdeathsig {
-            let r = raw::sys3(
-                libc::SYS_prctl,
-                libc::PR_SET_PDEATHSIG as usize,
-                libc::SIGKILL as usize,
-                0,
-            );
-            if r < 0 {
-                return -r as libc::c_int;
-            }
-            // The owner may have died between the clone and the prctl.
-            if raw::sys3(libc::SYS_getppid, 0, 0, 0) != ctx.ppid as isize {
-                let me = raw::sys3(libc::SYS_getpid, 0, 0, 0);
-                raw::sys3(libc::SYS_kill, me as usize, libc::SIGKILL as usize, 0);
-            }
-        }
         if ctx.setgroups {
             let r = raw::sys3(libc::SYS_setgroups, 0, 0, 0);
             if r < 0 {
@@ -382,6 +366,23 @@ unsafe fn child_steps(ctx: &ChildCtx) -> libc::c_int {
             let r = raw::sys3(libc::SYS_setuid, uid as usize, 0, 0);
             if r < 0 {
                 return -r as libc::c_int;
+            }
+        }
+        // After the identity switch: changing the uid or gid clears the parent-death signal.
+        if ctx.pdeathsig {
+            let r = raw::sys3(
+                libc::SYS_prctl,
+                libc::PR_SET_PDEATHSIG as usize,
+                libc::SIGKILL as usize,
+                0,
+            );
+            if r < 0 {
+                return -r as libc::c_int;
+            }
+            // The owner may have died between the clone and the prctl.
+            if raw::sys3(libc::SYS_getppid, 0, 0, 0) != ctx.ppid as isize {
+                let me = raw::sys3(libc::SYS_getpid, 0, 0, 0);
+                raw::sys3(libc::SYS_kill, me as usize, libc::SIGKILL as usize, 0);
             }
         }
         if !ctx.cwd.is_null() {

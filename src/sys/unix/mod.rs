@@ -97,22 +97,6 @@ pub(crate) fn spawn(req: SpawnRequest, setup: ChildSetup) -> io::Result<super::C
                     return Err(io::Error::last_os_error());
                 }
             }
-            #[cfg(target_os = "linux")]
-            if pdeathsig {
-                // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal number; async-signal-safe.
-                if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) }
-                    < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // The owner may already have died between fork and prctl: then our parent is
-                // no longer the process that forked us.
-                // SAFETY: getppid has no preconditions.
-                if unsafe { libc::getppid() } == 1 {
-                    // SAFETY: raising SIGKILL on ourselves is always allowed.
-                    unsafe { libc::raise(libc::SIGKILL) };
-                }
-            }
             if let Some(gid) = gid {
                 if is_root {
                     // SAFETY: clearing supplementary groups with a null list is valid; root only.
@@ -135,6 +119,24 @@ pub(crate) fn spawn(req: SpawnRequest, setup: ChildSetup) -> io::Result<super::C
                 // SAFETY: setuid(2) is async-signal-safe.
                 if unsafe { libc::setuid(uid as libc::uid_t) } < 0 {
                     return Err(io::Error::last_os_error());
+                }
+            }
+            // After the identity switch: changing the uid or gid clears the parent-death
+            // signal (prctl(2)).
+            #[cfg(target_os = "linux")]
+            if pdeathsig {
+                // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal number; async-signal-safe.
+                if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) }
+                    < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // The owner may already have died between fork and prctl: then our parent is
+                // no longer the process that forked us.
+                // SAFETY: getppid has no preconditions.
+                if unsafe { libc::getppid() } == 1 {
+                    // SAFETY: raising SIGKILL on ourselves is always allowed.
+                    unsafe { libc::raise(libc::SIGKILL) };
                 }
             }
             Ok(())
