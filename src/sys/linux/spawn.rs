@@ -12,8 +12,9 @@
 //! * Everything the child needs is prepared in the parent, before cloning: argv/envp as C
 //!   strings, the list of paths to try for the program (the `PATH` search is done here), the
 //!   fds to `dup2` onto 0/1/2 (all at numbers >= 3, so no dup can clobber another source), and
-//!   the setup steps (v1 companion cgroup joins, `setsid`/`setpgid`, `PR_SET_PDEATHSIG` with a
-//!   parent check, `setgroups`/`setgid`/`setuid`, `chdir`).
+//!   the setup steps (v1 companion cgroup joins, `setsid`/`setpgid`, `setgroups`/`setgid`/
+//!   `setuid`, `PR_SET_PDEATHSIG` with a parent check (after the identity switch, which would
+//!   clear it), `chdir`).
 //! * The parent blocks every signal on the calling thread around the clone, so no handler of
 //!   ours can run on the child's stack; the child resets every caught signal to `SIG_DFL`,
 //!   `SIGPIPE` to `SIG_DFL` as std does, then empties its signal mask and execs.
