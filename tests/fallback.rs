@@ -159,3 +159,37 @@ fn the_parent_death_signal_on_the_fallback_mechanism() {
         assert_eq!(out, "pdeathsig=9");
     }
 }
+
+/// A zombie (exited, not yet reaped) is refused as on the cgroup mechanism: it is no live
+/// process to contain. Linux: /proc tells zombies apart.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn adopting_a_zombie_is_refused() {
+    force_fallback();
+    let mut child = std::process::Command::new(pk_child())
+        .args(["exit", "0"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let zombie = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rfind(')')
+                    .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), zombie),
+        "never became a zombie"
+    );
+    let group = ProcessGroup::new().unwrap();
+    let r = group.adopt(pid);
+    child.wait().unwrap();
+    assert!(
+        matches!(r, Err(processkit::Error::InvalidInput { .. })),
+        "{r:?}"
+    );
+    assert!(group.members().unwrap().is_empty());
+}

@@ -157,7 +157,23 @@ impl Container {
 
     /// Brings an existing process under the container.
     pub(crate) fn adopt(&self, pid: u32) -> io::Result<()> {
-        each!(self, c => c.adopt(pid))
+        match self {
+            Container::Cgroup(c) => c.adopt(pid),
+            Container::Pgroup(p) => {
+                // The portable process-group code cannot tell a zombie from a live process;
+                // /proc can, and the answer must not depend on the mechanism.
+                if let Ok(raw) = i32::try_from(pid) {
+                    super::unix::check_signalable(raw)?;
+                }
+                if procfs::is_zombie(pid) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("process {pid} has already exited (a zombie waiting to be reaped)"),
+                    ));
+                }
+                p.adopt(pid)
+            }
+        }
     }
 
     /// Resource accounting.
