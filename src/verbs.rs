@@ -588,6 +588,16 @@ pub(crate) fn validate_input(cmd: &Command) -> Result<()> {
             ));
         }
     }
+    for k in cmd.inherit_env.iter().flatten() {
+        let name = k.to_string_lossy();
+        if k.is_empty() || has_nul(k) || name.contains('=') {
+            return Err(Error::invalid(
+                &program,
+                format!("inherit_env name {name:?}"),
+                "is not a variable name (empty, or contains '=' or a NUL byte)",
+            ));
+        }
+    }
     for (k, v) in &cmd.env {
         let name = k.to_string_lossy();
         if k.is_empty() {

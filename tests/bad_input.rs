@@ -98,6 +98,11 @@ async fn nul_bytes_and_bad_env_names_are_invalid_input() {
         (child(&["print"]).env("", "v"), "environment variable name"),
         (Command::new(""), "program"),
         (child(&["print"]).timeout(Duration::ZERO), "timeout"),
+        (
+            child(&["print"]).inherit_env(["PATH", "A=B"]),
+            "inherit_env name",
+        ),
+        (child(&["print"]).inherit_env([""]), "inherit_env name"),
     ];
     for (cmd, needle) in cases {
         let e = cmd.run().await.unwrap_err();
