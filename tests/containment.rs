@@ -251,13 +251,7 @@ async fn group_run_with_timeout(group: &ProcessGroup) -> processkit::ProcessResu
 #[tokio::test]
 async fn uid_gid_drop_composes_with_the_cgroup() {
     // SAFETY-free check: only meaningful as root.
-    if !std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-    {
+    if !is_root() {
         eprintln!("skipped: not root");
         return;
     }
@@ -318,13 +312,7 @@ async fn child_runs_inside_its_own_cgroup() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn the_parent_death_signal_survives_a_privilege_drop() {
-    if !std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-    {
+    if !is_root() {
         eprintln!("skipped: not root");
         return;
     }

@@ -89,54 +89,13 @@ async fn limits_are_refused_not_silently_dropped() {
 #[test]
 fn the_parent_death_signal_on_the_fallback_mechanism() {
     force_fallback();
-    let dir = tempdir();
-    let ticks = dir.path().join("ticks");
-    let ticks_arg = ticks.to_str().unwrap().to_owned();
-    let (group, run) = std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let group = ProcessGroup::new().unwrap();
-            assert_eq!(group.mechanism(), Mechanism::ProcessGroup);
-            let run = rt
-                .block_on(
-                    group.start(
-                        &Command::new(pk_child())
-                            .args(["tick", &ticks_arg, "10"])
-                            .kill_on_parent_death(),
-                    ),
-                )
-                .unwrap();
-            (group, run)
-        })
-        .join()
-        .unwrap()
-    });
-    let read = || -> u64 {
-        std::fs::read_to_string(&ticks)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let after_join = read();
-    assert!(
-        wait_until(Duration::from_secs(10), || read() >= after_join + 5),
-        "the child died with the thread that started it"
+    assert_eq!(
+        ProcessGroup::new().unwrap().mechanism(),
+        Mechanism::ProcessGroup
     );
-    let pid = run.pid();
-    drop(run);
-    drop(group);
-    assert_dead_within(&[pid], Duration::from_secs(10));
+    assert_child_outlives_its_starting_thread();
 
-    let is_root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if is_root {
+    if is_root() {
         use std::os::unix::fs::PermissionsExt;
         let open = tempdir();
         std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -137,45 +137,5 @@ fn owner_cgroups_exist(pid: u32) -> bool {
 /// live as long as its owner. (`fallback.rs` checks the process-group mechanism.)
 #[test]
 fn a_child_outlives_the_thread_that_started_it() {
-    let dir = tempdir();
-    let ticks = dir.path().join("ticks");
-    let ticks_arg = ticks.to_str().unwrap().to_owned();
-    let (group, run) = std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let group = processkit::ProcessGroup::new().unwrap();
-            let run = rt
-                .block_on(
-                    group.start(
-                        &processkit::Command::new(pk_child())
-                            .args(["tick", &ticks_arg, "10"])
-                            .kill_on_parent_death(),
-                    ),
-                )
-                .unwrap();
-            (group, run)
-        })
-        .join()
-        .unwrap()
-    });
-    let read = || -> u64 {
-        std::fs::read_to_string(&ticks)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    // The starting thread is gone; the child keeps ticking well past its exit.
-    let after_join = read();
-    assert!(
-        wait_until(Duration::from_secs(10), || read() >= after_join + 5),
-        "the child died with the thread that started it"
-    );
-    assert!(pid_alive(run.pid()));
-    let pid = run.pid();
-    drop(run);
-    drop(group);
-    assert_dead_within(&[pid], Duration::from_secs(10));
+    assert_child_outlives_its_starting_thread();
 }

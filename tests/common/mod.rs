@@ -441,3 +441,60 @@ pub fn read_tree_pids(dir: &Path, n: usize) -> Vec<u32> {
         .map(|i| read_pid_file(&dir.join(format!("{i}.pid")), Duration::from_secs(10)))
         .collect()
 }
+
+/// Whether the tests run as root (a privilege drop needs it; such tests skip otherwise).
+#[allow(dead_code)]
+pub fn is_root() -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// Starts `pk-child tick` with `kill_on_parent_death` from a short-lived thread that has its
+/// own runtime, then proves the child outlives that thread (its tick count keeps growing after
+/// the thread is gone) and dies with its group. The parent-death signal follows the creating
+/// thread, so processkit must create such children on a thread that lasts.
+#[allow(dead_code)]
+pub fn assert_child_outlives_its_starting_thread() {
+    let dir = tempdir();
+    let ticks = dir.path().join("ticks");
+    let ticks_arg = ticks.to_str().unwrap().to_owned();
+    let (group, run) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let group = processkit::ProcessGroup::new().unwrap();
+            let cmd = processkit::Command::new(pk_child())
+                .args(["tick", &ticks_arg, "10"])
+                .kill_on_parent_death();
+            let run = rt.block_on(group.start(&cmd)).unwrap();
+            (group, run)
+        })
+        .join()
+        .unwrap()
+    });
+    let read = || -> u64 {
+        std::fs::read_to_string(&ticks)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let after_join = read();
+    assert!(
+        wait_until(Duration::from_secs(10), || read() >= after_join + 5),
+        "the child died with the thread that started it"
+    );
+    let pid = run.pid();
+    assert!(pid_alive(pid));
+    drop(run);
+    drop(group);
+    assert_dead_within(&[pid], Duration::from_secs(10));
+}
